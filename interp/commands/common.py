@@ -1,0 +1,46 @@
+"""Arguments and helpers several subcommands share."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from interp.embedded import DEFAULT_MODEL
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, positional: bool = True) -> None:
+    if positional:
+        parser.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                            help=f"embedded name, local HF directory, .gguf file or hub id "
+                                 f"(default: {DEFAULT_MODEL})")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: GPU if any)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
+                        help="weights dtype (default float32)")
+
+
+def add_store_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store", default=None, type=Path,
+                        help="results store path (default: $INTERP_CACHE/results.sqlite)")
+
+
+def load_from_args(args):
+    from interp.models import load_model
+
+    return load_model(args.model, device=args.device, dtype=args.dtype)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically: a half-written file is never left at `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))

@@ -1,0 +1,38 @@
+"""List the runs in the results store (newest first). Incomplete runs (killed half-way) are shown
+as such and never read as results."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+from interp.commands.common import add_store_argument, print_table
+
+HELP = "list the runs in the results store"
+
+
+def add_arguments(parser) -> None:
+    add_store_argument(parser)
+    parser.add_argument("--model-id", default=None, help="only runs of this model id")
+    parser.add_argument("--kind", default=None, help="only runs of this kind (scan, patch, ...)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args) -> int:
+    from interp.store import Store
+
+    store = Store(args.store)
+    runs = store.list_runs(model_id=args.model_id, kind=args.kind)
+    if args.json:
+        print(json.dumps([r.to_json() for r in runs], indent=2))
+        return 0
+    if not runs:
+        print(f"no runs in {store.path}")
+        return 0
+    rows = [{
+        "id": r.id, "kind": r.kind, "model": r.model_id, "status": r.status,
+        "created": datetime.datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"),
+        "detectors": ",".join(r.detectors), "error": (r.error or "")[:60],
+    } for r in runs]
+    print_table(rows, ["id", "kind", "model", "status", "created", "detectors", "error"])
+    return 0
