@@ -21,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from interp.models import Model
+from interp.native_attention import native_attention
 from interp.tokens import TokenBatch
 from kernels import AttentionEdit, AttentionStatsRequest, attention_session
 
@@ -66,8 +67,8 @@ def stream_attention_stats(
         def on_stats(layer: int, stats: dict[str, torch.Tensor]) -> None:
             per_layer[layer].append(reduce(layer, stats, on_device).detach().cpu())
 
-        with torch.no_grad(), attention_session(model.hf_model, edit=edit, stats=request_for,
-                                                on_stats=on_stats):
+        with torch.no_grad(), native_attention(model), attention_session(
+                model.hf_model, edit=edit, stats=request_for, on_stats=on_stats):
             # The decoder stack alone: the statistics need no logits, and the [b, seq, vocab]
             # logits tensor would be the largest allocation of the whole forward.
             model.hf_model.model(input_ids=on_device.input_ids,

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,12 +227,16 @@ def _check_architecture(path: Path) -> str:
     config = json.loads((path / "config.json").read_text())
     architectures = config.get("architectures") or []
     if not architectures or architectures[0] not in SUPPORTED_ARCHITECTURES:
+        causal = sorted(a for a in SUPPORTED_ARCHITECTURES if a.endswith("ForCausalLM"))
+        common = [a for a in ("LlamaForCausalLM", "Qwen2ForCausalLM", "Gemma3ForCausalLM",
+                              "MistralForCausalLM", "GPT2LMHeadModel", "GPTNeoXForCausalLM")
+                  if a in SUPPORTED_ARCHITECTURES]
         raise UnsupportedArchitecture(
             f"{path}: architecture {architectures or '(none in config.json)'} cannot be wrapped "
-            f"by TransformerLens {_tl_version()}'s TransformerBridge. Supported causal-LM "
-            f"architectures include: "
-            + ", ".join(sorted(a for a in SUPPORTED_ARCHITECTURES if a.endswith("ForCausalLM"))[:40])
-            + ", ... Convert the model to one of these or choose another model."
+            f"by TransformerLens {_tl_version()}'s TransformerBridge. Supported include "
+            f"{', '.join(common)} and {len(causal)} causal-LM architectures in all (see "
+            "transformer_lens.factories.architecture_adapter_factory.SUPPORTED_ARCHITECTURES). "
+            "Choose a model of a supported architecture."
         )
     return architectures[0]
 
@@ -292,7 +297,9 @@ def load_model(
     _check_memory(path, dtype, device)
 
     tokenizer = AutoTokenizer.from_pretrained(str(path))
-    hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="eager")
+    with _progress_bars(show_progress):
+        hf_model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype,
+                                                        attn_implementation="eager")
     hf_model.to(device).eval()
     bridge = _boot_bridge(path, hf_model, tokenizer, device, dtype)
 
@@ -317,6 +324,21 @@ def load_model(
         chat_template=getattr(tokenizer, "chat_template", None),
         extra=extra,
     )
+
+
+@contextmanager
+def _progress_bars(enabled: bool):
+    """transformers prints a progress bar per load; keep it only when asked."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _boot_bridge(path: Path, hf_model, tokenizer, device: str, dtype: torch.dtype):

@@ -1,0 +1,41 @@
+"""The `interp` command line: models, load, runs, help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from interp.cli import main
+
+
+def test_help_lists_commands(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    for command in ("models", "load", "runs"):
+        assert command in out
+
+
+def test_models_lists_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m" in out and "qwen2.5-coder-0.5b-instruct" in out and "gemma-3-270m" in out
+
+
+def test_load_prints_facts_and_ioi_check(smollm2, capsys):
+    assert main(["load", "smollm2-135m", "--device", "cpu", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["facts"]["n_layers"] == 30
+    assert data["ioi_check"]["top"][0]["token"] == " Mary"
+
+
+def test_runs_on_an_empty_store(tmp_path, capsys):
+    assert main(["runs", "--store", str(tmp_path / "s.sqlite")]) == 0
+    assert "no runs" in capsys.readouterr().out
+
+
+def test_unknown_model_is_an_error_without_traceback():
+    result = subprocess.run([sys.executable, "-m", "interp.cli", "load", "nope-model"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown model 'nope-model'" in result.stderr and "Traceback" not in result.stderr
