@@ -1,0 +1,1 @@
+"""Prompt sets: IOI, needle-in-a-haystack, repeated tokens, harmful/harmless instructions."""
