@@ -1,0 +1,16 @@
+"""Edit attention while the model runs: ACT sink calibration, PASTA highlighting, head scaling.
+
+Every edit is a `kernels.AttentionEdit` (declarative data, saved with the run that used it); the
+same object drives the fused Triton kernel on GPU and the blocked torch reference on CPU.
+
+    from interp.steering import act_calibration, generate, pasta_highlight, scale_heads
+    edit = pasta_highlight(model, prompt, "the answer must be in French", heads=[(12, 3)])
+    generate(model, prompt, edit=edit).text
+"""
+
+from interp.steering.act import act_calibration, find_sinks
+from interp.steering.edits import pasta_highlight, scale_heads, token_spans
+from interp.steering.generate import Generation, compare, generate
+
+__all__ = ["Generation", "act_calibration", "compare", "find_sinks", "generate",
+           "pasta_highlight", "scale_heads", "token_spans"]

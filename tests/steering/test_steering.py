@@ -1,0 +1,89 @@
+"""Steering edits on real SmolLM2 weights: each edit does what its paper defines, and only that."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.attention_stats import stream_attention_stats
+from interp.errors import InvalidInput
+from interp.steering import act_calibration, find_sinks, generate, pasta_highlight, scale_heads, token_spans
+from kernels import AttentionStatsRequest
+
+IOI = "When Mary and John went to the store, John gave a drink to"
+FACTS = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is"
+
+
+def _key_mass(model, text, positions, edit=None):
+    """[L, H] mean over queries after the last position of the attention mass on `positions`."""
+    batch = model.tokenize(text)
+    mask = torch.zeros_like(batch.mask)
+    mask[:, positions] = True
+    start = max(positions) + 1
+    return stream_attention_stats(
+        model, batch, AttentionStatsRequest(key_mask=mask),
+        lambda layer, s, b: s["key_mass"][:, :, start:].mean(-1), edit=edit, batch_size=1,
+    )[:, 0]
+
+
+def test_unedited_generation_matches_hf_greedy(smollm2):
+    ours = generate(smollm2, IOI, max_new_tokens=4)
+    batch = smollm2.tokenize(IOI)
+    with torch.no_grad():
+        reference = smollm2.hf_model.generate(batch.input_ids, max_new_tokens=4, do_sample=False,
+                                              pad_token_id=smollm2.pad_token_id)
+    assert ours.token_ids == reference[0, batch.seq_len:].tolist()
+    assert ours.text.startswith(" Mary")
+
+
+def test_ablating_late_heads_breaks_the_answer_and_scale_one_is_identity(smollm2):
+    late = [(layer, head) for layer in range(20, 30) for head in range(9)]
+    assert generate(smollm2, IOI, scale_heads(smollm2, late, 1.0), 3).text.startswith(" Mary")
+    assert not generate(smollm2, IOI, scale_heads(smollm2, late, 0.0), 3).text.startswith(" Mary")
+
+
+def test_act_scales_sink_mass_by_beta(smollm2):
+    """ACT's definition: on calibrated heads the sinks' mass becomes beta times the original."""
+    edit = act_calibration(smollm2, FACTS, beta=0.4)
+    assert edit.parts, "SmolLM2 has sinks past the first token on this prompt"
+    part = edit.parts[0]
+    layer, head = part.heads[0]
+    positions = list(part.sink_positions)
+    before = _key_mass(smollm2, FACTS, positions)
+    after = _key_mass(smollm2, FACTS, positions, edit)
+    # Per row s' = beta * s; the mean over rows keeps the factor.
+    assert after[layer, head] == pytest.approx(0.4 * before[layer, head], rel=1e-3)
+    untouched = [h for h in range(9) if (layer, h) not in part.heads]
+    if untouched:  # heads not calibrated keep their attention
+        assert torch.allclose(after[layer, untouched], before[layer, untouched], atol=1e-5)
+
+
+def test_find_sinks_follows_the_threshold(smollm2):
+    loose, strict = find_sinks(smollm2, FACTS, ratio=3.0), find_sinks(smollm2, FACTS, ratio=8.0)
+    assert set(strict) <= set(loose)
+    assert all(0 not in positions for positions in loose.values())
+    assert find_sinks(smollm2, FACTS, ratio=3.0, include_first=True)  # the first token sinks everywhere
+
+
+def test_pasta_moves_attention_to_the_highlight(smollm2):
+    heads = [(layer, head) for layer in range(10, 20) for head in range(9)]
+    [span] = token_spans(smollm2, IOI, "Mary")
+    positions = list(range(*span))
+    edit = pasta_highlight(smollm2, IOI, "Mary", heads, alpha=0.01)
+    before = _key_mass(smollm2, IOI, positions)
+    after = _key_mass(smollm2, IOI, positions, edit)
+    assert (after[10:20] > before[10:20]).all()
+    assert torch.allclose(after[:10], before[:10], atol=1e-5)
+
+
+def test_token_spans_and_bad_input(smollm2):
+    spans = token_spans(smollm2, IOI, "John")
+    assert len(spans) == 2
+    tokens = smollm2.to_str_tokens(smollm2.encode(IOI))
+    assert all("John" in "".join(tokens[a:b]) for a, b in spans)
+    with pytest.raises(InvalidInput, match="does not occur"):
+        token_spans(smollm2, IOI, "Alice")
+    with pytest.raises(InvalidInput, match="do not exist"):
+        scale_heads(smollm2, [(30, 0)], 0.0)
+    with pytest.raises(InvalidInput, match="beta"):
+        act_calibration(smollm2, FACTS, beta=1.5)
