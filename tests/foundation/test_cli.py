@@ -27,6 +27,7 @@ def test_load_prints_facts_and_ioi_check(smollm2, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["facts"]["n_layers"] == 30
     assert data["ioi_check"]["top"][0]["token"] == " Mary"
+    assert data["facts"]["sha256_verified"].startswith("b179c952")
 
 
 def test_runs_on_an_empty_store(tmp_path, capsys):

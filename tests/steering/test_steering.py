@@ -15,11 +15,11 @@ FACTS = "The capital of France is Paris. The capital of Germany is Berlin. The c
 
 
 def _key_mass(model, text, positions, edit=None):
-    """[L, H] mean over queries after the last position of the attention mass on `positions`."""
+    """[L, H] mean, over the queries that see all `positions`, of the attention mass on them."""
     batch = model.tokenize(text)
     mask = torch.zeros_like(batch.mask)
     mask[:, positions] = True
-    start = max(positions) + 1
+    start = max(positions)  # the queries that see every one of the positions
     return stream_attention_stats(
         model, batch, AttentionStatsRequest(key_mask=mask),
         lambda layer, s, b: s["key_mass"][:, :, start:].mean(-1), edit=edit, batch_size=1,
@@ -52,7 +52,7 @@ def test_act_scales_sink_mass_by_beta(smollm2):
     before = _key_mass(smollm2, FACTS, positions)
     after = _key_mass(smollm2, FACTS, positions, edit)
     # Per row s' = beta * s; the mean over rows keeps the factor.
-    assert after[layer, head] == pytest.approx(0.4 * before[layer, head], rel=1e-3)
+    assert float(after[layer, head]) == pytest.approx(0.4 * float(before[layer, head]), rel=1e-3)
     untouched = [h for h in range(9) if (layer, h) not in part.heads]
     if untouched:  # heads not calibrated keep their attention
         assert torch.allclose(after[layer, untouched], before[layer, untouched], atol=1e-5)
@@ -87,3 +87,26 @@ def test_token_spans_and_bad_input(smollm2):
         scale_heads(smollm2, [(30, 0)], 0.0)
     with pytest.raises(InvalidInput, match="beta"):
         act_calibration(smollm2, FACTS, beta=1.5)
+
+
+def test_steer_command_prints_both_generations(smollm2, capsys, tmp_path):
+    from interp.cli import main
+
+    edit_path = tmp_path / "edit.json"
+    assert main(["steer", "--device", "cpu", "--prompt", IOI, "--heads", "20.0,21.1",
+                 "--scale", "0", "--max-new-tokens", "2", "--edit-json", str(edit_path)]) == 0
+    out = capsys.readouterr().out
+    assert "without: ' Mary" in out and "with:" in out
+    import json
+
+    from kernels import AttentionEdit
+
+    edit = AttentionEdit.from_dict(json.loads(edit_path.read_text()))
+    assert edit.parts[0].heads == ((20, 0), (21, 1)) and edit.parts[0].scale == 0.0
+
+
+def test_steer_command_rejects_bad_heads(capsys):
+    from interp.cli import main
+
+    assert main(["steer", "--prompt", "x", "--heads", "20-1", "--scale", "0"]) == 2
+    assert "LAYER.HEAD" in capsys.readouterr().err
