@@ -14,7 +14,7 @@ import sys
 from interp.errors import InterpError
 
 # Order is the order `interp --help` shows them in.
-COMMANDS = ["models", "load", "runs"]
+COMMANDS = ["models", "load", "runs", "scan", "steer", "dashboard", "safety", "patch", "circuit"]
 
 DESCRIPTION = """\
 An attention-interpretability workbench.

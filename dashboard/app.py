@@ -1,0 +1,93 @@
+"""create_app(model_name, store_path) -> a Dash app; `serve(...)` runs it (what `interp dashboard`
+calls).
+
+The server starts answering at once: pages that read the store (heatmaps, runs) work while the
+model loads in a background thread; pages that need the model say so until it is ready.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from dash import Dash, Input, Output, html
+
+from interp.embedded import DEFAULT_MODEL
+from interp.store import Store
+
+from dashboard.jobs import JobRunner
+from dashboard.layout import NAV, error_box, parse_query, shell
+from dashboard.pages import PAGES
+from dashboard.state import AppState, ModelHolder
+
+log = logging.getLogger(__name__)
+
+ROUTES = {page.PATH: page for page in PAGES}
+ROUTES["/"] = ROUTES["/heads"]
+
+
+def create_app(model_name: str | None = DEFAULT_MODEL, store_path=None, *, model=None) -> Dash:
+    """The dashboard app.
+
+    model_name: loaded in the background at start (None: load nothing until the user picks).
+    store_path: the results store (default: $INTERP_CACHE/results.sqlite).
+    model:      an already loaded `interp.Model` to use instead of loading `model_name`.
+    """
+    state = AppState(store=Store(store_path), models=ModelHolder())
+    state.jobs = JobRunner(state)
+    if model is not None:
+        state.models.set_model(model)
+    elif model_name:
+        state.models.load_async(model_name)
+
+    app = Dash(__name__, title="interp dashboard", suppress_callback_exceptions=True,
+               update_title=None)
+    app.layout = shell()
+    _register_router(app, state)
+    for page in PAGES:
+        page.register(app, state)
+    app.interp_state = state  # for tests and the benchmark; never read by callbacks
+    return app
+
+
+def _register_router(app: Dash, state: AppState) -> None:
+    @app.callback(
+        Output("page", "children"),
+        *[Output(f"nav-{path.strip('/')}", "className") for path, _ in NAV],
+        Input("url", "pathname"), Input("url", "search"),
+    )
+    def route(pathname, search):
+        page = ROUTES.get(pathname or "/")
+        active = [("nav-link active" if page is not None and page.PATH == path else "nav-link")
+                  for path, _ in NAV]
+        if page is None:
+            known = ", ".join(p for p in ROUTES if p != "/")
+            return error_box(f"no page at {pathname!r}; the pages are {known}"), *active
+        try:
+            return page.layout(state, parse_query(search)), *active
+        except Exception as exc:  # a broken page must not take the navigation down with it
+            log.exception("rendering %s failed", pathname)
+            return error_box(f"this page failed to render: {type(exc).__name__}: {exc}"), *active
+
+    @app.callback(Output("model-badge", "children"), Output("model-badge", "title"),
+                  Input("badge-poll", "n_intervals"))
+    def badge(_n):
+        status = state.models.status()
+        if status["state"] == "ready":
+            busy = f" · busy: {status['busy']}" if status["busy"] else ""
+            return [html.Span("●", className="dot ready"), f" {status['name']}{busy}"], status["model_id"]
+        if status["state"] == "loading":
+            return [html.Span("●", className="dot loading"), f" loading {status['name']} …"], ""
+        if status["state"] == "failed":
+            return [html.Span("●", className="dot failed"), f" {status['name']} failed"], status["error"]
+        return "no model loaded", ""
+
+
+def serve(model_name: str | None = DEFAULT_MODEL, store_path=None, host: str = "127.0.0.1",
+          port: int = 8050, debug: bool = False) -> None:
+    """Run the dashboard until interrupted (threaded server: one thread per request)."""
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:  # no line per request unless -v
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        logging.getLogger("dash.dash").setLevel(logging.WARNING)
+    app = create_app(model_name, store_path)
+    log.info("dashboard on http://%s:%d", host, port)
+    app.run(host=host, port=port, debug=debug, use_reloader=False, threaded=True)

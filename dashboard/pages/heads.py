@@ -1,0 +1,229 @@
+"""Heads: a layer x head heatmap per detector, switchable; click a cell to open that head.
+
+Compare view: a second detector side by side, or the two detectors' Spearman rank correlation
+over all heads. URL: /heads?model_id=M&detector=D[&compare=E&view=side|rank]
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from dash import Input, Output, State, ctx, dcc, html, no_update
+
+from dashboard import data
+from dashboard.figures import empty_figure, head_heatmap, rank_scatter
+from dashboard.layout import error_box, notice, query_string, verify_text
+
+PATH = "/heads"
+TITLE = "Heads"
+HIDDEN = {"display": "none"}
+SHOWN = {"display": "block"}
+
+
+def layout(state, query: dict) -> html.Div:
+    model_id = query.get("model_id") or data.default_model_id(state)
+    model_ids = data.model_ids(state)
+    if model_id and model_id not in model_ids:
+        model_ids.append(model_id)
+    detectors = data.detectors_for(state, model_id)
+    detector = query.get("detector") or (detectors[0] if detectors else None)
+    compare = query.get("compare")
+    view = query.get("view") if query.get("view") in ("side", "rank") else "side"
+    options = [{"label": d, "value": d} for d in detectors]
+    return html.Div([
+        html.H2("Heads"),
+        html.Div([
+            html.Label(["model", dcc.Dropdown(id="heads-model", options=model_ids, value=model_id,
+                                              clearable=False)], className="control wide"),
+            html.Label(["detector", dcc.Dropdown(id="heads-detector", options=options,
+                                                 value=detector, clearable=False)],
+                       className="control"),
+            html.Label(["compare with", dcc.Dropdown(id="heads-compare", options=options,
+                                                     value=compare, placeholder="(none)")],
+                       className="control"),
+            html.Label(["view", dcc.RadioItems(id="heads-view", value=view, inline=True, options=[
+                {"label": "side by side", "value": "side"},
+                {"label": "rank correlation", "value": "rank"}])], className="control"),
+        ], className="controls"),
+        dcc.Store(id="heads-query", data={"model_id": model_id, "detector": detector,
+                                          "compare": compare, "view": view}),
+        html.Div(id="heads-message"),
+        html.Div([
+            dcc.Graph(id="heads-heatmap", className="heatmap", config={"displaylogo": False}),
+            dcc.Graph(id="heads-heatmap-b", className="heatmap", style=HIDDEN,
+                      config={"displaylogo": False}),
+            dcc.Graph(id="heads-rank", className="heatmap", style=HIDDEN,
+                      config={"displaylogo": False}),
+            html.Div([html.P("Click a cell to open that head.", className="hint"),
+                      html.Div(id="heads-details")], className="details"),
+        ], className="heatmaps"),
+    ])
+
+
+def render(state, query: dict):
+    """-> (figure a, figure b, b style, rank figure, rank style, message, details)."""
+    model_id, detector = query.get("model_id"), query.get("detector")
+    compare, view = query.get("compare"), query.get("view") or "side"
+    if not model_id:
+        msg = notice(["The results store has no runs yet. Launch a scan on the ",
+                      dcc.Link("Scans page", href="/scans"), " or with `interp scan`."])
+        return empty_figure("no scans yet"), no_update, HIDDEN, no_update, HIDDEN, msg, None
+    available = data.detectors_for(state, model_id)
+    if not available:
+        msg = notice(["No complete scans for ", html.Code(model_id), " yet. Launch one on the ",
+                      dcc.Link("Scans page", href="/scans"), "."])
+        return empty_figure("no scans for this model"), no_update, HIDDEN, no_update, HIDDEN, msg, None
+    if detector not in available:
+        msg = error_box(f"no scores of detector {detector!r} for {model_id}; this model has: "
+                        f"{', '.join(available)}")
+        return empty_figure("unknown detector"), no_update, HIDDEN, no_update, HIDDEN, msg, None
+    scores_a, run_a = data.latest_scores(state, model_id, detector)
+    fig_a = head_heatmap(scores_a.scores, detector)
+    details = _details(scores_a, run_a, model_id)
+    if not compare or compare == detector:
+        return fig_a, no_update, HIDDEN, no_update, HIDDEN, None, details
+    if compare not in available:
+        msg = error_box(f"cannot compare with {compare!r}: no scores of it for {model_id}")
+        return fig_a, no_update, HIDDEN, no_update, HIDDEN, msg, details
+    scores_b, _ = data.latest_scores(state, model_id, compare)
+    if scores_b.scores.shape != scores_a.scores.shape:
+        msg = error_box(f"{detector} and {compare} have different shapes "
+                        f"({tuple(scores_a.scores.shape)} vs {tuple(scores_b.scores.shape)})")
+        return fig_a, no_update, HIDDEN, no_update, HIDDEN, msg, details
+    if view == "rank":
+        return fig_a, no_update, HIDDEN, _rank_figure(scores_a, scores_b), SHOWN, None, details
+    fig_b = head_heatmap(scores_b.scores, compare)
+    return fig_a, fig_b, SHOWN, no_update, HIDDEN, None, details
+
+
+def _rank_figure(a, b):
+    from scipy.stats import rankdata, spearmanr  # 1-2 s to import: only when a rank view is asked
+
+    x, y = a.scores.flatten().numpy(), b.scores.flatten().numpy()
+    keep = np.isfinite(x) & np.isfinite(y)
+    n_heads = a.n_heads
+    labels = [f"L{i // n_heads}.H{i % n_heads}" for i in np.nonzero(keep)[0]]
+    x, y = x[keep], y[keep]
+    # Rank 1 = the highest score; ties share their mean rank (scipy's default "average").
+    ranks_x, ranks_y = rankdata(-x), rankdata(-y)
+    rho = float(spearmanr(x, y).statistic) if len(x) > 1 else math.nan
+    return rank_scatter(ranks_x, ranks_y, labels, a.detector, b.detector, rho)
+
+
+def _details(scores, run, model_id: str) -> html.Div:
+    top = scores.top(10)
+    rows = [html.Tr([
+        html.Td(i + 1),
+        html.Td(dcc.Link(f"L{h['layer']}.H{h['head']}", href="/head" + query_string(
+            model_id=model_id, layer=h["layer"], head=h["head"], detector=scores.detector))),
+        html.Td(f"{h['score']:.4f}"),
+    ]) for i, h in enumerate(top)]
+    facts = [("run", run.id), ("finished", _time(run.finished_at)),
+             ("prompt hash", scores.prompt_hash or "—"),
+             ("parameters", ", ".join(f"{k}={v}" for k, v in sorted(scores.params.items())) or "—")]
+    if scores.verify:
+        facts.append(("causal check", verify_text(scores.verify)))
+    return html.Div([
+        *([error_box(str(scores.info["warning"]))] if scores.info.get("warning") else []),
+        html.Div([html.H4(f"top heads — {scores.detector}"), html.Table(
+            [html.Thead(html.Tr([html.Th("#"), html.Th("head"), html.Th("score")]))]
+            + [html.Tbody(rows)], className="table")], className="panel", id="heads-top"),
+        info_panel(scores.info),
+        html.Div([html.H4("run"), html.Table([html.Tr([html.Th(k), html.Td(v)]) for k, v in facts],
+                                             className="table facts")], className="panel"),
+    ])
+
+
+def info_panel(info: dict):
+    """What the detector reported besides the scores (`HeadScores.info`), shown generically:
+    scalars and small dicts as rows, a dict of records (e.g. the sink detector's
+    `later_sink_tokens`) as a table of its first 10 records; long lists are only counted."""
+    rows, tables = [], []
+    for key, value in info.items():
+        if key == "warning":
+            continue
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+            rows.append(html.Tr([html.Th(key), html.Td(shown)]))
+        elif isinstance(value, dict) and value and all(isinstance(v, dict) for v in value.values()):
+            columns = list(dict.fromkeys(c for record in value.values() for c in record))
+            body = [html.Tr([html.Td(repr(name) if isinstance(name, str) else name, className="mono")]
+                            + [html.Td(_cell(record.get(c))) for c in columns])
+                    for name, record in list(value.items())[:10]]
+            tables.append(html.Div([
+                html.H5(f"{key} ({len(value)}{', first 10' if len(value) > 10 else ''})"),
+                html.Table([html.Thead(html.Tr([html.Th("")] + [html.Th(c) for c in columns])),
+                            html.Tbody(body)], className="table")], id=f"info-{key}"))
+        elif isinstance(value, dict):
+            rows.append(html.Tr([html.Th(key), html.Td(", ".join(
+                f"{k}: {_cell(v)}" for k, v in list(value.items())[:12]))]))
+        elif isinstance(value, list):
+            simple = all(isinstance(v, (int, float, str)) for v in value)
+            rows.append(html.Tr([html.Th(key), html.Td(
+                ", ".join(repr(v) if isinstance(v, str) else str(v) for v in value[:12])
+                + (" …" if len(value) > 12 else "")
+                if simple else f"{len(value)} entries (in the store's run)")]))
+    if not rows and not tables:
+        return None
+    return html.Div([html.H4("detector findings"), html.Table(rows, className="table facts"),
+                     *tables], className="panel", id="heads-info")
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(".".join(map(str, v)) if isinstance(v, list) else str(v) for v in value[:6])
+    return str(value)
+
+
+def _time(t: float | None) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S") if t else "—"
+
+
+def register(app, state) -> None:
+    @app.callback(
+        Output("url", "search", allow_duplicate=True),
+        Input("heads-model", "value"), Input("heads-detector", "value"),
+        Input("heads-compare", "value"), Input("heads-view", "value"),
+        State("heads-query", "data"), prevent_initial_call=True,
+    )
+    def controls_to_url(model_id, detector, compare, view, shown):
+        # Dash also calls this when the router inserts the controls (prevent_initial_call does
+        # not cover inserted inputs); then the controls equal what the page shows: no change.
+        shown = shown or {}
+        if (model_id, detector, compare, view) == (shown.get("model_id"), shown.get("detector"),
+                                                   shown.get("compare"), shown.get("view")):
+            return no_update
+        if model_id != shown.get("model_id"):  # another model has other detectors
+            detector = compare = None
+        return query_string(model_id=model_id, detector=detector, compare=compare,
+                            view=view if compare else None)
+
+    @app.callback(
+        Output("heads-heatmap", "figure"), Output("heads-heatmap-b", "figure"),
+        Output("heads-heatmap-b", "style"), Output("heads-rank", "figure"),
+        Output("heads-rank", "style"), Output("heads-message", "children"),
+        Output("heads-details", "children"),
+        Input("heads-query", "data"),
+    )
+    def heatmaps(query):
+        return render(state, query or {})
+
+    @app.callback(
+        Output("url", "pathname", allow_duplicate=True), Output("url", "search", allow_duplicate=True),
+        Input("heads-heatmap", "clickData"), Input("heads-heatmap-b", "clickData"),
+        State("heads-query", "data"), prevent_initial_call=True,
+    )
+    def open_head(click_a, click_b, query):
+        click = click_a if ctx.triggered_id == "heads-heatmap" else click_b
+        if not click or not click.get("points"):
+            return no_update, no_update
+        point = click["points"][0]
+        layer, head = point.get("customdata") or (point["y"], point["x"])
+        detector = query.get("detector") if ctx.triggered_id == "heads-heatmap" else query.get("compare")
+        return "/head", query_string(model_id=query.get("model_id"), layer=int(layer),
+                                     head=int(head), detector=detector)

@@ -1,0 +1,195 @@
+"""What every head detector is: a name, a one-line description, typed parameters, a scan.
+
+    detector = get_detector("induction")
+    detector.describe_params()       # [{"name", "type", "default", "help", "choices"}, ...] -> a form
+    params = detector.make_params({"n_prompts": 8})
+    scores = detector.scan(model, params=params, progress=lambda f, msg: print(f, msg))
+
+A scan returns `interp.scores.HeadScores` ([n_layers, n_heads], higher = more of the behaviour).
+`prompts` may be given (a PromptSet, TokenBatch or list of texts); otherwise the detector builds
+its default prompts from the parameters. `verify()` (interp.heads.verify) then checks causally
+that the top heads matter for the behaviour.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Callable
+from typing import ClassVar
+
+from interp.errors import InvalidInput
+from interp.models import Model
+from interp.scores import HeadScores
+from interp.tasks.base import PromptSet
+from interp.tokens import TokenBatch
+
+Progress = Callable[[float, str], None]
+Prompts = PromptSet | TokenBatch | list[str] | str | None
+
+
+def param(default, help: str, choices: tuple | None = None):
+    """A detector parameter: a dataclass field with help text (and allowed values) for forms."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+
+
+def no_progress(fraction: float, message: str) -> None:
+    return None
+
+
+def sub_progress(progress: Progress | None, start: float, end: float) -> Progress:
+    """A progress callback reporting into [start, end] of a parent callback."""
+    if progress is None:
+        return no_progress
+    return lambda fraction, message: progress(start + (end - start) * min(max(fraction, 0.0), 1.0), message)
+
+
+def as_prompt_set(model: Model, prompts: PromptSet | TokenBatch | list[str] | str, name: str) -> PromptSet:
+    """Normalize user prompts; texts are tokenized the model's way (`Model.tokenize`)."""
+    if isinstance(prompts, PromptSet):
+        return prompts
+    if isinstance(prompts, TokenBatch):
+        texts = [model.tokenizer.decode(t) for t in prompts.token_lists()]
+        return PromptSet(name=f"{name}:tokens", tokens=prompts, texts=texts,
+                         metadata=[{} for _ in texts])
+    texts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not texts:
+        raise InvalidInput("no prompts given: pass at least one text, or none for the defaults")
+    return PromptSet(name=f"{name}:texts", tokens=model.tokenize(texts), texts=texts,
+                     metadata=[{} for _ in texts])
+
+
+def check_context(model: Model, prompts: PromptSet) -> None:
+    longest = int(prompts.tokens.lengths.max())
+    if longest > model.n_ctx:
+        raise InvalidInput(f"a prompt has {longest} tokens, more than {model.name}'s context of "
+                           f"{model.n_ctx}; shorten it (e.g. --max-tokens {model.n_ctx})")
+
+
+class Detector:
+    """Base class. Subclasses set `name`, `description`, `Params` (a dataclass of `param(...)`
+    fields), `behaviour` (what `verify` measures) and implement `scan`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    Params: ClassVar[type]
+    behaviour: ClassVar[str] = ""
+
+    def scan(self, model: Model, prompts: Prompts = None, params=None,
+             progress: Progress | None = None) -> HeadScores:
+        raise NotImplementedError
+
+    # ---- parameters ----------------------------------------------------------------------
+    def cli_overrides(self, n_prompts: int | None, max_tokens: int | None) -> dict:
+        """Parameter values for the CLI's --prompts N / --max-tokens T (None: not given)."""
+        names = {f.name for f in dataclasses.fields(self.Params)}
+        out = {}
+        if n_prompts is not None and "n_prompts" in names:
+            out["n_prompts"] = n_prompts
+        if max_tokens is not None and "max_tokens" in names:
+            out["max_tokens"] = max_tokens
+        return out
+
+    def default_params(self):
+        return self.Params()
+
+    def make_params(self, values: dict | None = None):
+        """Params from a dict (e.g. a form or CLI), unknown names and bad values rejected."""
+        if values is None:
+            return self.Params()
+        if isinstance(values, self.Params):
+            return values
+        fields = {f.name: f for f in dataclasses.fields(self.Params)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise InvalidInput(f"detector {self.name!r} has no parameter(s) {unknown}; "
+                               f"valid: {sorted(fields)}")
+        hints = typing.get_type_hints(self.Params)
+        converted = {}
+        for key, value in values.items():
+            converted[key] = _convert(self.name, key, value, hints[key])
+            choices = fields[key].metadata.get("choices")
+            if choices and converted[key] not in choices:
+                raise InvalidInput(f"{self.name}.{key} must be one of {list(choices)}, got {value!r}")
+        return self.Params(**converted)
+
+    def describe_params(self) -> list[dict]:
+        """The parameters as plain data, enough to build a form: name, type, default, help."""
+        hints = typing.get_type_hints(self.Params)
+        out = []
+        for f in dataclasses.fields(self.Params):
+            default = f.default
+            out.append({"name": f.name, "type": _type_name(hints[f.name]),
+                        "default": list(default) if isinstance(default, tuple) else default,
+                        "help": f.metadata.get("help", ""),
+                        "choices": list(f.metadata["choices"]) if f.metadata.get("choices") else None})
+        return out
+
+    def describe(self) -> dict:
+        return {"name": self.name, "description": self.description, "behaviour": self.behaviour,
+                "params": self.describe_params()}
+
+    def __repr__(self) -> str:
+        return f"<detector {self.name}: {self.description}>"
+
+
+def params_json(params) -> dict:
+    """A params dataclass as JSON-able data (tuples become lists)."""
+    return json_ready(dataclasses.asdict(params))
+
+
+def json_ready(value):
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value
+
+
+def _type_name(hint) -> str:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        return f"list[{args[0].__name__}]" if args else "list"
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return " | ".join(_type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "None"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _convert(detector: str, key: str, value, hint):
+    """Coerce a form/CLI value to the field's type, or raise InvalidInput naming it."""
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            item = [a for a in typing.get_args(hint) if a is not Ellipsis][0]
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return tuple(item(v) for v in value)
+        if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+            options = typing.get_args(hint)
+            if value is None or (isinstance(value, str) and value.lower() in ("none", "")):
+                if type(None) in options:
+                    return None
+            for option in options:
+                if option is type(None):
+                    continue
+                try:
+                    return _convert(detector, key, value, option)
+                except InvalidInput:
+                    continue
+            raise ValueError(value)
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return hint(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(f"{detector}.{key}: {value!r} is not a valid {_type_name(hint)}") from None

@@ -1,0 +1,138 @@
+"""One layer's attention pattern on one text, and the per-key numbers a reader looks at first.
+
+The N x N pattern is what a person wants to *see* for one head on one prompt (the dashboard's
+head page, a notebook cell). Scans never use it: they stream statistics instead
+(`interp.attention_stats`). This module is for short, interactive texts, so it caps the length.
+
+    pattern = attention_pattern(model, "When Mary and John went to the store, ...", layer=8)
+    pattern.head(3)                    # [N, N] (query, key)
+    received_attention(pattern.head(3))  # [N] alpha_k, Gu et al.'s sink score per key
+    top_attended(pattern, head=3, k=5)   # [{"position", "token", "received", "from_last"}, ...]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from interp.errors import InvalidInput
+from interp.hooks import hook_names
+from interp.models import Model
+
+# ACT (Yu et al., "Unveiling and Harnessing Hidden Attention Sinks") and the scans issue call a
+# key a sink for a head when its alpha exceeds 0.1.
+SINK_THRESHOLD = 0.1
+# Keys seen by fewer queries than this are left out of sinks and top keys: their alpha averages
+# over too few rows (the last key's alpha is just its own self-attention).
+MIN_QUERIES = 4
+# A pattern is N x N per head; past a few thousand tokens it is neither viewable nor cheap.
+MAX_PATTERN_TOKENS = 2048
+
+
+@dataclass
+class AttentionPattern:
+    """The attention of every head of one layer on one text.
+
+    layer:     the layer index.
+    token_ids: N ids (with BOS if the model prepends one).
+    tokens:    N decoded strings, one per id.
+    pattern:   [n_heads, N, N] float32 on the CPU; pattern[h, q, k] is the attention query
+               position q pays to key position k (rows sum to 1, zero above the diagonal).
+    """
+
+    layer: int
+    token_ids: list[int]
+    tokens: list[str]
+    pattern: torch.Tensor
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    def head(self, head: int) -> torch.Tensor:
+        """[N, N] pattern of one head."""
+        if not 0 <= head < self.pattern.shape[0]:
+            raise InvalidInput(f"head {head} does not exist: layer {self.layer} has heads "
+                               f"0..{self.pattern.shape[0] - 1}")
+        return self.pattern[head]
+
+
+def attention_pattern(model: Model, text: str, layer: int,
+                      max_tokens: int = MAX_PATTERN_TOKENS) -> AttentionPattern:
+    """The layer's attention pattern on `text`, read at TransformerLens's `hook_pattern`.
+
+    Raises InvalidInput for an empty text, a layer the model lacks, or a text longer than
+    `max_tokens` (or the model's context).
+    """
+    if not text or not text.strip():
+        raise InvalidInput("the prompt is empty: type some text to see its attention pattern")
+    if not 0 <= int(layer) < model.n_layers:
+        raise InvalidInput(f"layer {layer} does not exist: {model.name} has layers "
+                           f"0..{model.n_layers - 1}")
+    ids = model.encode(text)
+    limit = min(max_tokens, model.n_ctx)
+    if len(ids) > limit:
+        raise InvalidInput(f"the prompt is {len(ids)} tokens; patterns are shown for at most "
+                           f"{limit} tokens: shorten the text")
+    name = hook_names(model, f"blocks.{int(layer)}.attn.hook_pattern")[0]
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep(activation: torch.Tensor, hook=None) -> None:
+        captured["pattern"] = activation.detach()[0].float().cpu()  # [H, N, N]
+
+    input_ids = torch.tensor([ids], device=model.device)
+    with torch.no_grad():  # the layers after `layer` cannot change its pattern: skip them
+        model.bridge.run_with_hooks(input_ids, fwd_hooks=[(name, keep)],
+                                    stop_at_layer=int(layer) + 1, return_type=None)
+    return AttentionPattern(layer=int(layer), token_ids=ids, tokens=model.to_str_tokens(ids),
+                            pattern=captured["pattern"])
+
+
+def received_attention(pattern: torch.Tensor) -> torch.Tensor:
+    """[..., N, N] (query, key) -> [..., N]: alpha_k = mean over queries i >= k of A[i, k].
+
+    The per-key sink score of Gu et al., "When Attention Sink Emerges in Language Models"
+    (2024): the mean attention key k receives from the queries that can see it under causal
+    masking. Key 0 is seen by all N queries, the last key only by itself.
+    """
+    n = pattern.shape[-1]
+    received = pattern.sum(dim=-2)  # [..., N]: queries above the diagonal contribute zeros
+    seen_by = torch.arange(n, 0, -1, dtype=pattern.dtype, device=pattern.device)  # N - k
+    return received / seen_by
+
+
+def _seen_enough(n: int, min_queries: int) -> torch.Tensor:
+    """[N] bool: keys seen by at least `min_queries` queries (all keys if the text is short)."""
+    seen_by = torch.arange(n, 0, -1)
+    return seen_by >= min(min_queries, n)
+
+
+def sink_positions(head_pattern: torch.Tensor, threshold: float = SINK_THRESHOLD,
+                   min_queries: int = MIN_QUERIES) -> list[int]:
+    """Key positions with alpha_k > threshold for one head's [N, N] pattern.
+
+    The last keys are seen by few queries, so their alpha is noise (the last key's alpha is
+    its own self-attention): keys seen by fewer than `min_queries` queries are never sinks.
+    """
+    alpha = received_attention(head_pattern)
+    eligible = _seen_enough(alpha.shape[-1], min_queries)
+    return [int(k) for k in torch.nonzero((alpha > threshold) & eligible).flatten()]
+
+
+def top_attended(pattern: AttentionPattern, head: int, k: int = 10,
+                 min_queries: int = MIN_QUERIES) -> list[dict]:
+    """The k keys one head attends to most, by alpha (mean attention received), among keys seen
+    by at least `min_queries` queries (see `sink_positions`).
+
+    -> [{"position", "token", "received": alpha_k, "from_last": attention from the last
+    token}, ...], best first.
+    """
+    head_pattern = pattern.head(head)
+    alpha = received_attention(head_pattern)
+    alpha = alpha.masked_fill(~_seen_enough(alpha.shape[-1], min_queries), float("-inf"))
+    k = min(k, int(torch.isfinite(alpha).sum()))
+    values, positions = torch.topk(alpha, k)
+    return [{"position": int(p), "token": pattern.tokens[int(p)], "received": float(v),
+             "from_last": float(head_pattern[-1, int(p)])}
+            for v, p in zip(values, positions)]
