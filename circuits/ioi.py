@@ -67,6 +67,7 @@ class DiscoveryConfig:
         "name_mover": 6, "negative_name_mover": 3, "level2": 6, "level3": 6, "level4": 4})
     min_attention: float = 0.15  # signature attention needed to name a class by attention
     edge_threshold: float = 0.005  # edges weaker than this (first-order estimate) are dropped
+    edges: bool = True  # False: skip the per-receiver edge estimates (faster; heads only)
     n_random: int = 20
     greedy_steps: int = 0
     batch_size: int = 64
@@ -241,7 +242,8 @@ def discover_ioi_circuit(
                 role = _role_by_attention(attention, layer, head, fallback[level], config.min_attention)
             heads[(layer, head)] = CircuitHead(layer, head, role, round(effect, 5))
             found_here.append((layer, head))
-        edges += _edges(model, prompts, found_here, receivers_by_head, config.edge_threshold)
+        if config.edges:
+            edges += _edges(model, prompts, found_here, receivers_by_head, config.edge_threshold)
         # The paper's next receivers: S-inhibition heads' values, then induction heads' keys.
         if paper and level == 2:
             previous = [h for h in found_here if heads[h].role == "s_inhibition"]

@@ -2,7 +2,8 @@
 calls).
 
 The server starts answering at once: pages that read the store (heatmaps, runs) work while the
-model loads in a background thread; pages that need the model say so until it is ready.
+model loads in a background thread, which starts once the first page has been answered (or
+after FIRST_PAGE_WAIT_S); pages that need the model say so until it is ready.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dashboard.state import AppState, ModelHolder
 log = logging.getLogger(__name__)
 
 ROUTES = {page.PATH: page for page in PAGES}
+# The start-up model load waits this long at most for the first page to be answered.
+FIRST_PAGE_WAIT_S = 5.0
 ROUTES["/"] = ROUTES["/heads"]
 
 
@@ -37,7 +40,7 @@ def create_app(model_name: str | None = DEFAULT_MODEL, store_path=None, *, model
     if model is not None:
         state.models.set_model(model)
     elif model_name:
-        state.models.load_async(model_name)
+        state.models.load_async(model_name, after=state.page_served, max_wait=FIRST_PAGE_WAIT_S)
 
     app = Dash(__name__, title="interp dashboard", suppress_callback_exceptions=True,
                update_title=None)

@@ -24,6 +24,10 @@ from interp.store import Store
 
 log = logging.getLogger(__name__)
 
+# After the first page was answered, the start-up load waits this long more: the browser
+# draws the page then, often on the same few CPU cores.
+DRAW_GRACE_S = 1.0
+
 
 class ModelNotReady(RuntimeError):
     """The model is loading, failed to load, or none was asked for."""
@@ -54,8 +58,14 @@ class ModelHolder:
         self._ready = threading.Event()
         self._busy_with = ""  # what holds `compute`, for the user
 
-    def load_async(self, name: str) -> bool:
-        """Start loading `name` in the background; False if a load is already running."""
+    def load_async(self, name: str, after: threading.Event | None = None,
+                   max_wait: float = 0.0) -> bool:
+        """Start loading `name` in the background; False if a load is already running.
+
+        after, max_wait: begin only once `after` is set, or after `max_wait` seconds. At start-up
+        the load waits for the first page to be drawn: loading competes for the CPU (and the
+        GIL), and the first page needs only the store.
+        """
         with self._state_lock:
             if self._state == "loading":
                 return False
@@ -63,10 +73,13 @@ class ModelHolder:
                 return True
             self._state, self._name, self._error = "loading", name, None
             self._ready.clear()
-        threading.Thread(target=self._load, args=(name,), name=f"load-{name}", daemon=True).start()
+        threading.Thread(target=self._load, args=(name, after, max_wait), name=f"load-{name}",
+                         daemon=True).start()
         return True
 
-    def _load(self, name: str) -> None:
+    def _load(self, name: str, after: threading.Event | None = None, max_wait: float = 0.0) -> None:
+        if after is not None and after.wait(max_wait):
+            time.sleep(DRAW_GRACE_S)  # the browser, on the same CPUs, is drawing that page
         with self._load_lock:
             start = time.perf_counter()
             try:
@@ -169,6 +182,28 @@ def _pattern_bytes(pattern) -> int:
     return pattern.pattern.numel() * pattern.pattern.element_size()
 
 
+class PendingPatterns:
+    """(text, layer) pairs pages are waiting for; taken by text by whoever gets the model."""
+
+    def __init__(self):
+        self._pairs: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+
+    LIMIT = 256  # requests whose page went away are never taken: do not let them pile up
+
+    def add(self, pair: tuple[str, int]) -> None:
+        with self._lock:
+            if len(self._pairs) >= self.LIMIT:
+                self._pairs.clear()
+            self._pairs.add(pair)
+
+    def take(self, text: str) -> set[int]:
+        with self._lock:
+            layers = {layer for t, layer in self._pairs if t == text}
+            self._pairs -= {(text, layer) for layer in layers}
+            return layers
+
+
 @dataclass
 class AppState:
     """Everything a page's callbacks need; one per Dash app."""
@@ -176,8 +211,12 @@ class AppState:
     store: Store
     models: ModelHolder
     jobs: object = None  # dashboard.jobs.JobRunner, set by create_app
+    # Set by each page's main callback when it has answered: the start-up model load waits
+    # for it (see ModelHolder.load_async).
+    page_served: threading.Event = field(default_factory=threading.Event)
     caches: dict = field(default_factory=lambda: {
         "scores": LRU(64),
         # one layer's pattern is n_heads x N x N floats: 9 x 768^2 x 4 B = 21 MB for SmolLM2
         "patterns": LRU(32, weigh=_pattern_bytes, max_weight=256 * 2**20),
+        "pending_patterns": PendingPatterns(),
     })

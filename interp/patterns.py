@@ -5,6 +5,7 @@ head page, a notebook cell). Scans never use it: they stream statistics instead
 (`interp.attention_stats`). This module is for short, interactive texts, so it caps the length.
 
     pattern = attention_pattern(model, "When Mary and John went to the store, ...", layer=8)
+    attention_patterns(model, text, [3, 8, 18])   # {layer: AttentionPattern}, one forward
     pattern.head(3)                    # [N, N] (query, key)
     received_attention(pattern.head(3))  # [N] alpha_k, Gu et al.'s sink score per key
     top_attended(pattern, head=3, k=5)   # [{"position", "token", "received", "from_last"}, ...]
@@ -20,8 +21,8 @@ from interp.errors import InvalidInput
 from interp.hooks import hook_names
 from interp.models import Model
 
-# ACT (Yu et al., "Unveiling and Harnessing Hidden Attention Sinks") and the scans issue call a
-# key a sink for a head when its alpha exceeds 0.1.
+# ACT (Yu et al., "Unveiling and Harnessing Hidden Attention Sinks") and the sink detector
+# (`interp.heads.sink`, its later_threshold) call a key a sink for a head when its alpha > 0.1.
 SINK_THRESHOLD = 0.1
 # Keys seen by fewer queries than this are left out of sinks and top keys: their alpha averages
 # over too few rows (the last key's alpha is just its own self-attention).
@@ -65,28 +66,41 @@ def attention_pattern(model: Model, text: str, layer: int,
     Raises InvalidInput for an empty text, a layer the model lacks, or a text longer than
     `max_tokens` (or the model's context).
     """
+    return attention_patterns(model, text, [layer], max_tokens)[int(layer)]
+
+
+def attention_patterns(model: Model, text: str, layers, max_tokens: int = MAX_PATTERN_TOKENS
+                       ) -> dict[int, AttentionPattern]:
+    """{layer: AttentionPattern} for several layers of one text, in one forward pass that stops
+    after the last layer asked for (the layers after it cannot change these patterns)."""
     if not text or not text.strip():
         raise InvalidInput("the prompt is empty: type some text to see its attention pattern")
-    if not 0 <= int(layer) < model.n_layers:
-        raise InvalidInput(f"layer {layer} does not exist: {model.name} has layers "
-                           f"0..{model.n_layers - 1}")
+    layers = sorted({int(layer) for layer in layers})
+    bad = [layer for layer in layers if not 0 <= layer < model.n_layers]
+    if bad or not layers:
+        raise InvalidInput(f"layer {bad[0] if bad else '(none)'} does not exist: {model.name} "
+                           f"has layers 0..{model.n_layers - 1}")
     ids = model.encode(text)
     limit = min(max_tokens, model.n_ctx)
     if len(ids) > limit:
         raise InvalidInput(f"the prompt is {len(ids)} tokens; patterns are shown for at most "
                            f"{limit} tokens: shorten the text")
-    name = hook_names(model, f"blocks.{int(layer)}.attn.hook_pattern")[0]
-    captured: dict[str, torch.Tensor] = {}
+    captured: dict[int, torch.Tensor] = {}
 
-    def keep(activation: torch.Tensor, hook=None) -> None:
-        captured["pattern"] = activation.detach()[0].float().cpu()  # [H, N, N]
+    def keeper(layer: int):
+        def keep(activation: torch.Tensor, hook=None) -> None:
+            captured[layer] = activation.detach()[0].float().cpu()  # [H, N, N]
+        return keep
 
+    hooks = [(hook_names(model, f"blocks.{layer}.attn.hook_pattern")[0], keeper(layer))
+             for layer in layers]
     input_ids = torch.tensor([ids], device=model.device)
-    with torch.no_grad():  # the layers after `layer` cannot change its pattern: skip them
-        model.bridge.run_with_hooks(input_ids, fwd_hooks=[(name, keep)],
-                                    stop_at_layer=int(layer) + 1, return_type=None)
-    return AttentionPattern(layer=int(layer), token_ids=ids, tokens=model.to_str_tokens(ids),
-                            pattern=captured["pattern"])
+    with torch.no_grad():
+        model.bridge.run_with_hooks(input_ids, fwd_hooks=hooks, stop_at_layer=layers[-1] + 1,
+                                    return_type=None)
+    tokens = model.to_str_tokens(ids)
+    return {layer: AttentionPattern(layer=layer, token_ids=ids, tokens=tokens,
+                                    pattern=captured[layer]) for layer in layers}
 
 
 def received_attention(pattern: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 
 from .edits import LayerEdit
-from .inputs import check_inputs, default_scale, query_is_real
+from .inputs import check_inputs, default_scale
 from .stats import AttentionStatsRequest
 
 LOG2E = 1.4426950408889634
@@ -388,14 +388,20 @@ def _attn_received(
     tl.store(RECV + bh.to(tl.int64) * Nk + offs_n, acc, mask=in_keys)
 
 
-def _blocks(head_dim: int, dtype: torch.dtype, n_queries: int) -> dict:
-    """Tile sizes and launch parameters (no autotuning: predictable, and the interpreter is slow)."""
+def _blocks(head_dim: int, n_queries: int, has_act: bool) -> dict:
+    """Tile sizes and launch parameters (no autotuning: predictable, and the interpreter is slow).
+
+    ACT keeps a second [BLOCK_M, D] accumulator for the sinks; at large head dims the query tile
+    shrinks so that both stay in registers.
+    """
     if _interpreting():
         return dict(BLOCK_M=16, BLOCK_N=16, num_warps=1, num_stages=1)
-    bm = 64 if n_queries <= 64 else 128
+    bm = 16 if n_queries <= 16 else 64 if n_queries <= 64 else 128   # decoding: few rows
     if head_dim > 128:
-        return dict(BLOCK_M=64, BLOCK_N=32, num_warps=4, num_stages=2)
+        return dict(BLOCK_M=32 if has_act else 64, BLOCK_N=32, num_warps=4, num_stages=2)
     if head_dim > 64:
+        if has_act:
+            return dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)
         return dict(BLOCK_M=bm, BLOCK_N=64, num_warps=8, num_stages=3)
     return dict(BLOCK_M=bm, BLOCK_N=64, num_warps=4, num_stages=3)
 
@@ -443,7 +449,7 @@ def triton_attention(q, k, v, *, causal: bool = True, scale: float | None = None
     actb = row(need_lse and sink is not None)
     gout = torch.empty(B, H, Nq, T, dtype=f32, device=dev) if gidx is not None else dummy
 
-    cfg = _blocks(D, q.dtype, Nq)
+    cfg = _blocks(D, Nq, sink is not None)
     if block_m is not None:
         cfg["BLOCK_M"] = block_m
     if block_n is not None:

@@ -301,7 +301,10 @@ def register(app, state) -> None:
 
     @app.callback(Output("circuit-body", "children"), Input("circuits-query", "data"))
     def circuit(query):
-        return circuit_view(state, query or {})
+        try:
+            return circuit_view(state, query or {})
+        finally:
+            state.page_served.set()
 
     @app.callback(
         Output("url", "search", allow_duplicate=True),

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dash import Input, Output, State, dcc, html, no_update
 
 from interp.errors import InterpError
-from interp.patterns import SINK_THRESHOLD, attention_pattern, sink_positions, top_attended
+from interp.patterns import SINK_THRESHOLD, attention_patterns, sink_positions, top_attended
 
 from dashboard import data
 from dashboard.figures import attention_pattern_figure, empty_figure
@@ -238,20 +238,29 @@ def pattern_view(state, query: dict):
 
 
 def compute_pattern(state, text: str, layer: int):
-    """The layer's pattern for `text` with the loaded model, cached per (model, text, layer)."""
-    cache = state.caches["patterns"]
+    """The layer's pattern for `text` with the loaded model, cached per (model, text, layer).
+
+    Requests arriving while the model is busy are pooled: whoever gets the model next computes
+    every layer asked for on its text in one forward (`interp.patterns.attention_patterns`).
+    """
+    cache, pending = state.caches["patterns"], state.caches["pending_patterns"]
     loaded = state.models.status()["model_id"]
     if loaded is not None:
         cached = cache.get((loaded, text, layer))
         if cached is not None:
             return cached, loaded
+    pending.add((text, layer))
     # Shorter than the retry interval: a waiting page has at most one request in flight.
-    with state.models.use(timeout=2.5, purpose="an attention pattern") as model:
+    with state.models.use(timeout=2.5, purpose="attention patterns") as model:
         key = (model.model_id, text, layer)
         pattern = cache.get(key)  # computed by a request that held the model before us?
         if pattern is None:
-            pattern = attention_pattern(model, text, layer, max_tokens=MAX_SHOWN_TOKENS)
-            cache.put(key, pattern)
+            layers = {other for other in pending.take(text) if 0 <= other < model.n_layers}
+            layers.add(layer)  # an impossible layer of this request gets its own clear error
+            for other, computed in attention_patterns(model, text, layers,
+                                                      max_tokens=MAX_SHOWN_TOKENS).items():
+                cache.put((model.model_id, text, other), computed)
+            pattern = cache.get(key)
         return pattern, model.model_id
 
 
@@ -275,7 +284,10 @@ def register(app, state) -> None:
 
     @app.callback(Output("head-scores", "children"), Input("head-query", "data"))
     def scores(query):
-        return scores_panel(state, query or {})
+        try:
+            return scores_panel(state, query or {})
+        finally:
+            state.page_served.set()
 
     @app.callback(
         Output("head-pattern", "figure"), Output("head-pattern", "style"),

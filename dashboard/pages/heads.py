@@ -211,7 +211,10 @@ def register(app, state) -> None:
         Input("heads-query", "data"),
     )
     def heatmaps(query):
-        return render(state, query or {})
+        try:
+            return render(state, query or {})
+        finally:
+            state.page_served.set()
 
     @app.callback(
         Output("url", "pathname", allow_duplicate=True), Output("url", "search", allow_duplicate=True),

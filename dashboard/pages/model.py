@@ -125,8 +125,8 @@ def runs_view(state):
         links = [dcc.Link(d, href="/heads" + query_string(model_id=model_id, detector=d),
                           className="button-link") for d in run.detectors]
         if run.kind in ("patch", "circuit") and run.status == "complete":
-            links.append(dcc.Link("view", href="/circuits" + query_string(model_id=model_id, run=run.id),
-                                  className="button-link"))
+            links.append(dcc.Link("view", href="/circuits" + query_string(
+                model_id=model_id, **{run.kind: run.id}), className="button-link"))
         rows.append(html.Tr([
             html.Td(run.kind), html.Td(run.status, className=f"status {run.status}"),
             html.Td(datetime.datetime.fromtimestamp(run.created_at).strftime("%Y-%m-%d %H:%M")),
@@ -155,12 +155,20 @@ def load(state, choice: str | None, typed: str | None):
 
 def register(app, state) -> None:
     @app.callback(Output("model-facts", "children"), Output("model-runs", "children"),
-                  Input("model-poll", "n_intervals"))
+                  Output("model-poll", "disabled"), Input("model-poll", "n_intervals"))
     def refresh(_n):
-        return facts_view(state), runs_view(state)
+        # Polled only while a model loads: then the facts and the runs stop changing.
+        try:
+            return facts_view(state), runs_view(state), state.models.status()["state"] != "loading"
+        finally:
+            state.page_served.set()
 
-    @app.callback(Output("model-message", "children"), Input("model-load", "n_clicks"),
+    @app.callback(Output("model-message", "children"), Output("model-poll", "disabled", allow_duplicate=True),
+                  Input("model-load", "n_clicks"),
                   State("model-choice", "value"), State("model-path", "value"),
                   prevent_initial_call=True)
     def on_load(clicks, choice, typed):
-        return load(state, choice, typed) if clicks else no_update
+        if not clicks:
+            return no_update, no_update
+        message = load(state, choice, typed)
+        return message, state.models.status()["state"] != "loading"

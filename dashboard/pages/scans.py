@@ -22,7 +22,8 @@ SHOWN_RUNS = 25
 
 
 def layout(state, query: dict) -> html.Div:
-    reason = detectors.unavailable_reason()
+    reason = detectors.unavailable_reason() or (None if detectors.names() else
+                                                "interp.heads lists no detectors")
     if reason:
         form = html.Div([not_available("Launching scans", "interp.heads (the detector registry)"),
                          html.P(reason, className="hint")])
@@ -198,7 +199,10 @@ def register(app, state) -> None:
     @app.callback(Output("scan-runs", "children"),
                   Input("scan-poll", "n_intervals"), Input("scan-message", "children"))
     def poll(_n, _message):
-        return runs_table(state)
+        try:
+            return runs_table(state)
+        finally:
+            state.page_served.set()
 
     @app.callback(
         Output("scan-message", "children", allow_duplicate=True),

@@ -294,6 +294,7 @@ def ships_scan(model: Model, prompts: PromptSet, method: str = "query_scale", ep
     kl = torch.full((n, n_layers, n_heads), float("nan"))
     final_hidden = torch.full((n_layers, n_heads, n, model.d_model), float("nan"))
     logodds = None if tokens is None else torch.full((n, n_layers, n_heads), float("nan"))
+
     def scanned(layer: int) -> list[int]:
         return [h for h in range(n_heads) if (layer, h) not in background
                 and (only is None or (layer, h) in only)]

@@ -38,6 +38,7 @@ from interp.errors import InvalidInput
 from interp.heads.base import Progress, sub_progress
 from interp.models import Model
 from interp.scores import HeadScores
+from interp.tasks.base import PromptSet
 from interp.tasks.natural_text import natural_text
 from interp.tasks.repeated_tokens import repeated_tokens, second_half_mask
 from interp.tokens import TokenBatch
@@ -132,10 +133,16 @@ class Behaviour:
 
 
 def induction_behaviour(model: Model, ablation: str, n_prompts: int, max_tokens: int, seed: int,
-                        means_prompts: int = 8) -> Behaviour:
+                        means_prompts: int = 8, prompts: PromptSet | None = None) -> Behaviour:
     bos = 1 if model.prepend_bos else 0
     half = max((max_tokens - bos) // 2, 4)
-    prompts = repeated_tokens(model, n_prompts, half=half, seed=seed + 1000)
+    if prompts is None:
+        prompts = repeated_tokens(model, n_prompts, half=half, seed=seed + 1000)
+    elif not all("half" in m and "offset" in m for m in prompts.metadata):
+        raise InvalidInput("induction checks need repeated-token prompts "
+                           "(interp.tasks.repeated_tokens.repeated_tokens)")
+    else:
+        half = prompts.metadata[0]["half"]
     positions = second_half_mask(prompts)
     means = None
     if ablation == "mean":
@@ -149,16 +156,21 @@ def induction_behaviour(model: Model, ablation: str, n_prompts: int, max_tokens:
                      len(prompts), f"{ablation} ablation of hook_z")
 
 
-def retrieval_behaviour(model: Model, scores: HeadScores, ablation: str, n_prompts: int) -> Behaviour:
+def retrieval_behaviour(model: Model, scores: HeadScores, ablation: str, n_prompts: int,
+                        tests: list | None = None) -> Behaviour:
     from interp.heads.retrieval import RETRIEVAL, build_tests, greedy_decode
-    from interp.tasks.needle import rouge1_recall
+    from interp.tasks.needle import NeedleTest, rouge1_recall
 
     params = RETRIEVAL.make_params({k: tuple(v) if isinstance(v, list) else v for k, v in scores.params.items()})
-    tests = build_tests(model, params)
-    answered = scores.details.get("answered")
-    if answered is not None and len(answered) == len(tests) and answered.bool().any():
-        # the tests the model could do: recall can only drop from there
-        tests = [t for t, ok in zip(tests, answered.bool().tolist()) if ok]
+    if tests is not None:
+        if not tests or not all(isinstance(t, NeedleTest) for t in tests):
+            raise InvalidInput("retrieval checks take needle tests: a list of interp.tasks.needle.NeedleTest")
+    else:
+        tests = build_tests(model, params)
+        answered = scores.details.get("answered")
+        if answered is not None and len(answered) == len(tests) and answered.bool().any():
+            # the tests the model could do: recall can only drop from there
+            tests = [t for t, ok in zip(tests, answered.bool().tolist()) if ok]
     tests = tests[:n_prompts]
     means = None
     if ablation == "mean":
@@ -183,8 +195,10 @@ def _text_prompts(model: Model, n_prompts: int, max_tokens: int, bos: bool) -> T
     return natural_text(model, n_prompts, max_tokens).tokens
 
 
-def sink_behaviour(model: Model, scores: HeadScores, n_prompts: int, max_tokens: int) -> Behaviour:
-    tokens = _text_prompts(model, n_prompts, max_tokens, scores.params.get("first_token") == "bos")
+def sink_behaviour(model: Model, scores: HeadScores, n_prompts: int, max_tokens: int,
+                   tokens: TokenBatch | None = None) -> Behaviour:
+    if tokens is None:
+        tokens = _text_prompts(model, n_prompts, max_tokens, scores.params.get("first_token") == "bos")
     positions = tokens.mask.clone()
     positions[:, 0] = False            # query 0 sees only the first token: nothing was masked
 
@@ -195,13 +209,16 @@ def sink_behaviour(model: Model, scores: HeadScores, n_prompts: int, max_tokens:
                      tokens.batch_size, "first-token key masked (pre-softmax)")
 
 
-def streaming_behaviour(model: Model, scores: HeadScores, n_prompts: int, max_tokens: int) -> Behaviour:
+def streaming_behaviour(model: Model, scores: HeadScores, n_prompts: int, max_tokens: int,
+                        tokens: TokenBatch | None = None) -> Behaviour:
     window = int(scores.params.get("windows", [64])[0])
     sinks = int(scores.params.get("sink_tokens", 4))
-    if max_tokens <= sinks + window + 1:
+    longest = max_tokens if tokens is None else int(tokens.lengths.max())
+    if longest <= sinks + window + 1:
         raise InvalidInput(f"streaming verify needs prompts longer than sinks + window = {sinks + window}; "
-                           f"got max_tokens={max_tokens}")
-    tokens = natural_text(model, n_prompts, max_tokens).tokens
+                           f"got {longest} tokens")
+    if tokens is None:
+        tokens = natural_text(model, n_prompts, max_tokens).tokens
     positions = tokens.mask.clone()
     positions[:, : sinks + window] = False     # only queries that actually lose far keys
     allowed = sinks_and_window(sinks, window)
@@ -220,19 +237,24 @@ DEFAULT_SIZES = {  # (n_prompts, max_tokens) per behaviour; small: a check, not 
 
 
 def behaviour_for(model: Model, scores: HeadScores, ablation: str, n_prompts: int | None,
-                  max_tokens: int | None, seed: int) -> Behaviour:
+                  max_tokens: int | None, seed: int, prompts=None) -> Behaviour:
     name = scores.detector
     if name in INDUCTION_FAMILY:
         n, t = DEFAULT_SIZES["induction"]
-        return induction_behaviour(model, ablation, n_prompts or n, max_tokens or t, seed)
+        return induction_behaviour(model, ablation, n_prompts or n, max_tokens or t, seed, prompts=prompts)
     if name == "retrieval":
-        return retrieval_behaviour(model, scores, ablation, n_prompts or DEFAULT_SIZES["retrieval"][0])
+        return retrieval_behaviour(model, scores, ablation, n_prompts or DEFAULT_SIZES["retrieval"][0], prompts)
+    tokens = None
+    if prompts is not None:
+        from interp.heads.base import as_prompt_set
+
+        tokens = as_prompt_set(model, prompts, name).tokens
     if name == "sink":
         n, t = DEFAULT_SIZES["sink"]
-        return sink_behaviour(model, scores, n_prompts or n, max_tokens or t)
+        return sink_behaviour(model, scores, n_prompts or n, max_tokens or t, tokens)
     if name == "streaming":
         n, t = DEFAULT_SIZES["streaming"]
-        return streaming_behaviour(model, scores, n_prompts or n, max_tokens or t)
+        return streaming_behaviour(model, scores, n_prompts or n, max_tokens or t, tokens)
     raise InvalidInput(f"no causal check is defined for detector {name!r}; checks exist for "
                        f"{', '.join(INDUCTION_FAMILY + ('retrieval', 'sink', 'streaming'))}")
 
@@ -249,12 +271,14 @@ def random_heads(model: Model, k: int, exclude: list[tuple[int, int]], n_draws: 
 
 def verify(model: Model, scores: HeadScores, k: int = 5, ablation: str = "mean", n_random: int = 5,
            seed: int = 0, n_prompts: int | None = None, max_tokens: int | None = None,
-           progress: Progress | None = None) -> dict:
+           prompts=None, progress: Progress | None = None) -> dict:
     """Intervene on the top-k heads of `scores` and on `n_random` random k-head sets; measure.
 
     ablation: "mean" or "zero" (for induction-family and retrieval heads; sink and streaming
         checks mask attention keys instead, see the module doc).
     n_prompts, max_tokens: the size of the behaviour's prompt set (defaults: small).
+    prompts: your own prompts instead: a repeated-token PromptSet (induction family), a list
+        of NeedleTest (retrieval; the first n_prompts are used), texts / TokenBatch (sink, streaming).
     Returns JSON-able: {"detector", "behaviour", "metric", "claim", "intervention", "k",
     "heads", "baseline", "top_k", "random_k" [per draw], "random_k_mean", "random_heads",
     "top_k_effect", "random_k_effect", "ratio", "n_prompts"}.
@@ -271,7 +295,7 @@ def verify(model: Model, scores: HeadScores, k: int = 5, ablation: str = "mean",
                            f"{model.n_layers} x {model.n_heads} heads: scores of another model?")
     report = sub_progress(progress, 0.0, 1.0)
     report(0.0, "preparing prompts")
-    behaviour = behaviour_for(model, scores, ablation, n_prompts, max_tokens, seed)
+    behaviour = behaviour_for(model, scores, ablation, n_prompts, max_tokens, seed, prompts)
     top = scores.top_heads(k)
     draws = random_heads(model, k, top, n_random, seed)
     runs = 2 + n_random

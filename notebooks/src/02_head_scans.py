@@ -14,6 +14,10 @@ import torch
 import interp
 from interp.heads import DETECTORS, get_detector, verify
 
+# One torch thread: on a small shared CPU (2 cores here), OpenMP threads that spin-wait for a
+# core held by another process made these small forwards several times slower than one thread.
+torch.set_num_threads(1)
+
 model = interp.load_model("smollm2-135m", show_progress=False)
 for detector in DETECTORS.values():
     print(f"{detector.name:16s} {detector.description}")
@@ -32,7 +36,7 @@ def heatmap(scores, title):
 # occurrence of the current token), averaged over repeated random-token sequences.
 
 # %%
-induction = get_detector("induction").scan(model, params={"n_prompts": 6, "max_tokens": 96, "prompts": "repeated"})
+induction = get_detector("induction").scan(model, params={"n_prompts": 4, "max_tokens": 96, "prompts": "repeated"})
 heatmap(induction, "induction score")
 induction.top(5)
 
@@ -66,7 +70,7 @@ print("max |ours - TransformerLens| =", float((ours.scores - reference).abs().ma
 # listed with their text.
 
 # %%
-sink = get_detector("sink").scan(model, params={"n_prompts": 4, "max_tokens": 128})
+sink = get_detector("sink").scan(model, params={"n_prompts": 3, "max_tokens": 128})
 heatmap(sink, "first-token attention (alpha_1)")
 print("Sink_1^0.3 =", round(sink.info["sink_fraction"], 3), "| first tokens:", sink.info["first_tokens"])
 {token: record["count"] for token, record in list(sink.info["later_sink_tokens"].items())[:6]}
@@ -77,7 +81,7 @@ print("Sink_1^0.3 =", round(sink.info["sink_fraction"], 3), "| first tokens:", s
 # drop the rest of their KV cache (DuoAttention's streaming heads).
 
 # %%
-streaming = get_detector("streaming").scan(model, params={"n_prompts": 1, "max_tokens": 384, "windows": (64, 256)})
+streaming = get_detector("streaming").scan(model, params={"n_prompts": 1, "max_tokens": 320, "windows": (32, 128)})
 {f"W={w}": f"{100 * f:.0f}% of heads streaming" for w, f in streaming.info["streaming_fraction"].items()}
 
 # %% [markdown]
@@ -87,21 +91,21 @@ streaming = get_detector("streaming").scan(model, params={"n_prompts": 1, "max_t
 
 # %%
 retrieval = get_detector("retrieval").scan(
-    model, params={"context_lengths": (500,), "depths": (50.0,), "n_needles": 1, "max_new_tokens": 30})
+    model, params={"context_lengths": (400,), "depths": (50.0,), "n_needles": 1, "max_new_tokens": 24})
 test = retrieval.info["tests"][0]
 print(f"Q: {test['question']}\nA: {test['response']!r} (ROUGE-1 recall {test['recall']})")
 print("heads > 0.1:", retrieval.info["n_retrieval_heads"], "| top:", retrieval.top_heads(5))
 
 # %% [markdown]
 # ## Causal checks
-# Ablate (mean ablation of `hook_z`) the top-5 heads, then 5 random heads, and measure the
+# Ablate (zero ablation of `hook_z`) the top-5 heads, then 5 random heads, and measure the
 # behaviour: the loss on the second half of repeated random tokens for induction heads, the
 # next-token loss with the first-token key masked for sink heads.
 
 # %%
 rows = []
 for scores in (induction, sink):
-    v = verify(model, scores, k=5, ablation="mean", n_random=2, n_prompts=3, max_tokens=96)
+    v = verify(model, scores, k=5, ablation="zero", n_random=2, n_prompts=2, max_tokens=64)
     rows.append({"detector": v["detector"], "behaviour": v["behaviour"], "clean": round(v["baseline"], 3),
                  "top-5": round(v["top_k"], 3), "random-5": [round(x, 3) for x in v["random_k"]],
                  "effect ratio": round(v["ratio"], 1)})

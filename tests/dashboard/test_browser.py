@@ -18,7 +18,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.dashboard.conftest import FIXTURE_HASH, FIXTURE_TOP
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a real model and a real Chromium
 TIMEOUT = 60
 
 
@@ -182,6 +182,13 @@ def test_model_page_lists_the_runs(dashboard, browser):
     assert "fixture_a" in table.text and "complete" in table.text
     facts = wait_for(browser, "#model-facts-table").text
     assert "n_layers" in facts and "30" in facts
+    row = next(r for r in browser.find_elements(By.CSS_SELECTOR, "#model-runs-table tbody tr")
+               if r.text.startswith("circuit"))
+    row_text = row.text
+    row.find_element(By.LINK_TEXT, "view").click()
+    url = wait_url(browser, lambda u: u.path == "/circuits")
+    assert query(url)["circuit"] in row_text
+    wait_for(browser, "#circuit-graph .scatterlayer")
 
 
 def fill_scan_form(browser, values: dict) -> None:

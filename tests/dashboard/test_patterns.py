@@ -6,12 +6,13 @@ import pytest
 import torch
 
 from interp.errors import InvalidInput
-from interp.patterns import (attention_pattern, received_attention, sink_positions,
-                             top_attended)
+from interp.patterns import (attention_pattern, attention_patterns, received_attention,
+                             sink_positions, top_attended)
 
 TEXT = "When Mary and John went to the store, John gave a drink to"
 
 
+@pytest.mark.slow
 def test_pattern_matches_llama_attention_computed_from_the_weights(smollm2):
     """The pattern equals softmax(q k^T / sqrt(d_head)) computed here from the HF attention
     module's own projections and rotary embedding (GQA: each KV head serves H / Hkv heads)."""
@@ -36,6 +37,20 @@ def test_pattern_matches_llama_attention_computed_from_the_weights(smollm2):
     assert pattern.pattern.shape == (heads, n, n)
     assert torch.allclose(pattern.pattern, reference, atol=1e-5)
     assert "".join(pattern.tokens) == TEXT
+
+
+@pytest.mark.slow
+def test_several_layers_in_one_pass_equal_the_full_cache(smollm2):
+    """One forward, stopped after the last layer asked for, gives what a full
+    run_with_cache-style pass keeps at each layer."""
+    from interp.hooks import cache_activations
+
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in (2, 11, 20)]
+    full = cache_activations(smollm2, TEXT, names)
+    patterns = attention_patterns(smollm2, TEXT, [20, 2, 11])
+    assert sorted(patterns) == [2, 11, 20]
+    for layer, name in zip((2, 11, 20), names):
+        assert torch.equal(patterns[layer].pattern, full[name][0])
 
 
 def test_received_attention_is_gu_et_al_alpha():
@@ -69,6 +84,7 @@ def test_sinks_and_top_tokens_on_a_hand_made_pattern():
     assert [t["position"] for t in top_attended(view, head=0, k=20)] == [0, 6, 5, 4, 3, 2, 1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text, layer, message", [
     ("   ", 0, "empty"),
     (TEXT, 30, "layer 30 does not exist"),
@@ -80,6 +96,7 @@ def test_bad_input_is_a_clear_error(smollm2, text, layer, message):
         attention_pattern(smollm2, text, layer, max_tokens=100)
 
 
+@pytest.mark.slow
 def test_bad_head_is_a_clear_error(smollm2):
     pattern = attention_pattern(smollm2, "Hello there", 0)
     with pytest.raises(InvalidInput, match="head 9 does not exist"):

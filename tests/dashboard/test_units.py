@@ -133,6 +133,24 @@ def test_the_pattern_cache_is_bounded_by_entries_and_bytes():
     assert [k for k in "acde" if cache.get(k)] == ["e"]
 
 
+@pytest.mark.slow
+def test_waiting_pattern_requests_share_one_forward(smollm2, tmp_store):
+    from dashboard.pages.head import compute_pattern
+
+    models = ModelHolder()
+    models.set_model(smollm2)
+    state = AppState(store=tmp_store, models=models)
+    text = "The cat sat on the mat."
+    for layer in (3, 99):  # pages that asked while the model was busy (99: impossible)
+        state.caches["pending_patterns"].add((text, layer))
+    pattern, model_id = compute_pattern(state, text, 5)
+    assert pattern.layer == 5 and model_id == smollm2.model_id
+    assert state.caches["patterns"].get((model_id, text, 3)).layer == 3  # computed alongside
+    assert state.caches["pending_patterns"].take(text) == set()
+    with pytest.raises(InvalidInput, match="layer 99 does not exist"):
+        compute_pattern(state, text, 99)
+
+
 # ---- background jobs -------------------------------------------------------------------------
 def job_state(tmp_store):
     models = ModelHolder()

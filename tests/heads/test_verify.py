@@ -5,6 +5,8 @@ import pytest
 
 from interp.errors import InvalidInput
 from interp.heads import get_detector, verify
+from interp.tasks.natural_text import natural_text
+from interp.tasks.repeated_tokens import repeated_tokens
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +75,15 @@ def test_verify_rejects_bad_requests(smollm2):
     unknown = HeadScores("safety", scores.scores, smollm2.model_id)
     with pytest.raises(InvalidInput, match="no causal check"):
         verify(smollm2, unknown, k=2)
+    with pytest.raises(InvalidInput, match="repeated-token prompts"):
+        verify(smollm2, scores, k=2, prompts=natural_text(smollm2, 1, 32))
+    retrieval = HeadScores("retrieval", scores.scores, smollm2.model_id)
+    with pytest.raises(InvalidInput, match="needle tests"):
+        verify(smollm2, retrieval, k=2, prompts=["not a needle test"])
+
+
+def test_verify_on_given_prompts(smollm2):
+    scores = get_detector("induction").scan(smollm2, params={"n_prompts": 1, "max_tokens": 48, "prompts": "repeated"})
+    prompts = repeated_tokens(smollm2, 2, half=20, seed=11)
+    result = verify(smollm2, scores, k=3, ablation="zero", n_random=1, prompts=prompts)
+    assert result["n_prompts"] == 2 and result["top_k_effect"] > result["random_k_effect"]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from kernels import (AttentionEdit, AttentionStatsRequest, LayerEdit, SinkCalibration, attention,
                      naive_attention, pasta, reference_attention)
 
-from kernel_cases import assert_same, make_edit, make_padding, make_qkv, make_stats
+from tests.kernels.kernel_cases import assert_same, make_edit, make_padding, make_qkv, make_stats
 
 GRID = list(itertools.product(
     [1, 7, 23],           # Nq (Nk = 23): decode, a few queries, prefill

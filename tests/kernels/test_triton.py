@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kernels import AttentionStatsRequest, attention, reference_attention
 
-from kernel_cases import assert_same, make_edit, make_padding, make_qkv, make_stats
+from tests.kernels.kernel_cases import assert_same, make_edit, make_padding, make_qkv, make_stats
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),

@@ -19,7 +19,8 @@ def prompts(smollm2):
 
 
 def _looped_reference(model, prompts, hook_template, layers, units, direction):
-    """One plain bridge forward per (layer, unit), full logits, no batching or skipping."""
+    """One plain bridge forward per (layer, unit in `units`), full logits, no batching or
+    skipping."""
     source, target = ((prompts.tokens, prompts.corrupted) if direction == "denoise"
                       else (prompts.corrupted, prompts.tokens))
     rows = torch.arange(len(prompts))
@@ -33,14 +34,14 @@ def _looped_reference(model, prompts, hook_template, layers, units, direction):
     clean, corrupted = logit_diff(prompts.tokens, []), logit_diff(prompts.corrupted, [])
     names = [hook_template.format(layer=layer) for layer in layers]
     cache = cache_activations(model, source, names)
-    out = torch.zeros(len(layers), units)
+    out = torch.zeros(len(layers), len(units))
     for i, name in enumerate(names):
-        for unit in range(units):
+        for j, unit in enumerate(units):
             def patch(activation, hook=None, name=name, unit=unit):
                 activation = activation.clone()
                 activation[:, :, unit] = cache[name][:, : activation.shape[1], unit]
                 return activation
-            out[i, unit] = (logit_diff(target, [(name, patch)]) - corrupted) / (clean - corrupted)
+            out[i, j] = (logit_diff(target, [(name, patch)]) - corrupted) / (clean - corrupted)
     return out
 
 
@@ -53,9 +54,10 @@ def test_batched_equals_looped(smollm2, prompts, component, hook, direction, lay
     batched = activation_patch(smollm2, prompts, component, direction=direction, layers=layers,
                                batch_size=16)
     units = smollm2.n_heads if component == "heads" else smollm2.n_kv_heads
-    looped = _looped_reference(smollm2, prompts, hook, layers, units, direction)
+    checked = [0, 3, 8] if component == "heads" else [0, 1, 2]  # a loop over all 9 is slow
+    looped = _looped_reference(smollm2, prompts, hook, layers, checked, direction)
     assert batched.values.shape == (1, units)
-    assert torch.allclose(batched.values, looped, atol=2e-4), (batched.values, looped)
+    assert torch.allclose(batched.values[:, checked], looped, atol=2e-4), (batched.values, looped)
     assert batched.axes == ("layer", "head" if component == "heads" else "kv_head")
 
 

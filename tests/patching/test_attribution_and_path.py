@@ -20,7 +20,7 @@ def prompts(smollm2):
 
 def test_attribution_correlates_with_activation_patching(smollm2, prompts):
     """Late layers (where SmolLM2's IOI heads with large effects sit), noising under ABC."""
-    layers = list(range(18, 30))
+    layers = list(range(20, 30))
     exact = activation_patch(smollm2, prompts, "heads", direction="noise", layers=layers)
     estimate = attribution_patch(smollm2, prompts, "heads", direction="noise", layers=layers)
     assert estimate.axes == exact.axes and estimate.values.shape == exact.values.shape
@@ -36,6 +36,7 @@ def test_attribution_equals_manual_gradient_times_difference(smollm2, prompts):
     from interp.hooks import cache_activations
 
     layer, name = 21, "blocks.21.attn.hook_z"
+    prompts = prompts.subset(slice(0, 2))
     result = attribution_patch(smollm2, prompts, "heads", layers=[layer])
     clean_z = cache_activations(smollm2, prompts.tokens, [name])[name]
     kept = {}

@@ -66,7 +66,7 @@ def test_smollm2_does_ioi(smollm2):
     corruption removes it."""
     from interp.patching.activation import final_logits_and_cache
 
-    prompts = ioi_prompts(smollm2, n=24, seed=11)
+    prompts = ioi_prompts(smollm2, n=16, seed=11)
     rows = torch.arange(len(prompts))
     clean, _ = final_logits_and_cache(smollm2, prompts.tokens, [])
     corrupted, _ = final_logits_and_cache(smollm2, prompts.corrupted, [])

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import pytest
 
-N_CALIBRATION_HARMFUL = 4
+N_CALIBRATION_HARMFUL = 3
 N_CALIBRATION_HARMLESS = 2
-POOL = 14
+POOL = 10
+NEW_TOKENS = 6  # "I'm sorry, but" is 5 tokens
 
 
 @pytest.fixture(scope="session")
@@ -29,19 +30,21 @@ class Calibration:
     harmless: object
     harmful_replies: object   # Generation
     harmless_replies: object
+    new_tokens: int
 
 
 @pytest.fixture(scope="session")
 def calibration(qwen, instructions) -> Calibration:
-    """Refusal tokens read off Qwen's greedy replies (10 tokens) to a few shared-data prompts."""
+    """Refusal tokens read off Qwen's greedy replies (6 tokens) to a few shared-data prompts."""
     from interp.refusal import greedy_generate, refusal_tokens_from
     from interp.tasks.safety import safety_prompt_set
 
     harmful = safety_prompt_set(qwen, instructions["harmful"][:N_CALIBRATION_HARMFUL], "harmful")
     harmless = safety_prompt_set(qwen, instructions["harmless"][:N_CALIBRATION_HARMLESS], "harmless")
-    replies = greedy_generate(qwen, harmful, max_new_tokens=10)
-    calm = greedy_generate(qwen, harmless, max_new_tokens=10)
-    return Calibration(refusal_tokens_from(qwen, replies, calm), harmful, harmless, replies, calm)
+    replies = greedy_generate(qwen, harmful, max_new_tokens=NEW_TOKENS)
+    calm = greedy_generate(qwen, harmless, max_new_tokens=NEW_TOKENS)
+    return Calibration(refusal_tokens_from(qwen, replies, calm), harmful, harmless, replies, calm,
+                       NEW_TOKENS)
 
 
 @pytest.fixture(scope="session")

@@ -35,13 +35,13 @@ def test_small_run_writes_the_store_and_json(qwen, instructions, refused, tmp_pa
 
     monkeypatch.setattr(common, "load_from_args", lambda args: qwen)  # reuse the session's model
     harmful = tmp_path / "harmful.json"
-    harmful.write_text(json.dumps(refused[:6]))  # 2 calibrate, 2 are held out, 2 to scan
+    harmful.write_text(json.dumps(refused[:4]))  # 1 calibrates, 1 is held out, 2 to scan
     harmless = tmp_path / "harmless.json"
-    harmless.write_text(json.dumps(instructions["harmless"][10:14]))
+    harmless.write_text(json.dumps(instructions["harmless"][10:12]))
     store = tmp_path / "results.sqlite"
     argv = ["safety", "--harmful", str(harmful), "--harmless", str(harmless), "--store", str(store),
-            "--calibration", "2", "--train", "2", "--test", "2", "--layers", "23",
-            "--sahara-steps", "1", "--max-new-tokens", "6", "--no-verify", "--json"]
+            "--calibration", "1", "--train", "2", "--test", "1", "--layers", "23",
+            "--sahara-steps", "1", "--max-new-tokens", "4", "--no-verify", "--json"]
     assert main(argv) == 0
     data = json.loads(capsys.readouterr().out)
     assert len(data["top_heads"]) == 10 and all(h["layer"] == 23 for h in data["top_heads"])

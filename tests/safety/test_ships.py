@@ -21,6 +21,11 @@ def two_prompts(qwen, refused):
     return safety_prompt_set(qwen, refused[:2], "harmful")
 
 
+@pytest.fixture(scope="module")
+def base_logprobs(qwen, two_prompts):
+    return last_logprobs(qwen, two_prompts)
+
+
 @torch.no_grad()
 def last_logprobs(model, prompts):
     batch = prompts.tokens
@@ -57,33 +62,37 @@ def test_principal_angle_matches_scipy_and_known_cases():
         principal_angle(base[:1], other[:1])
 
 
-@pytest.mark.parametrize("method", ABLATIONS)
-def test_batched_scan_equals_a_plain_forward_per_head(qwen, two_prompts, method):
-    scan = ships_scan(qwen, two_prompts, method, layers=[LAYER])
+@pytest.mark.parametrize("method,head", zip(ABLATIONS, (0, 9, 5, 12)))
+def test_batched_scan_equals_a_plain_forward_per_head(qwen, two_prompts, base_logprobs, method, head):
+    scan = ships_scan(qwen, two_prompts, method, layers=[LAYER + 1])
     assert scan.shared_prefix_tokens > 10  # the chat template's system prompt is shared
-    base = last_logprobs(qwen, two_prompts)
-    for head in (0, 9):
-        with head_ablation(qwen, [(LAYER, head)], method, z_mean=scan.z_mean):
-            ablated = last_logprobs(qwen, two_prompts)
-        expected = kl_divergence(base, ablated)
-        assert torch.allclose(scan.kl[:, LAYER, head], expected, rtol=0.02, atol=2e-6), method
-    assert torch.isnan(scan.kl[:, LAYER - 1]).all() and not torch.isnan(scan.kl[:, LAYER]).any()
-    # after the context the model is itself again
-    assert torch.allclose(last_logprobs(qwen, two_prompts), base, atol=1e-5)
+    with head_ablation(qwen, [(LAYER + 1, head)], method, z_mean=scan.z_mean):
+        ablated = last_logprobs(qwen, two_prompts)
+    expected = kl_divergence(base_logprobs, ablated)
+    assert torch.allclose(scan.kl[:, LAYER + 1, head], expected, rtol=0.02, atol=2e-6), method
+    assert torch.isnan(scan.kl[:, LAYER]).all() and not torch.isnan(scan.kl[:, LAYER + 1]).any()
+    assert (scan.kl[:, LAYER + 1] >= 0).all() and scan.kl[:, LAYER + 1].max() > 1e-4
+
+
+def test_the_model_is_itself_after_an_ablation(qwen, two_prompts, base_logprobs):
+    with head_ablation(qwen, [(LAYER, 3)]):
+        ablated = last_logprobs(qwen, two_prompts)
+    assert not torch.allclose(ablated, base_logprobs, atol=1e-5)
+    assert torch.allclose(last_logprobs(qwen, two_prompts), base_logprobs, atol=1e-5)
 
 
 def test_background_heads_stay_ablated_under_each_scanned_head(qwen, two_prompts):
     background = [(LAYER + 1, 4)]
     scan = ships_scan(qwen, two_prompts, "query_scale", layers=[LAYER], background=background)
     with head_ablation(qwen, background):
-        base = last_logprobs(qwen, two_prompts)
+        out = qwen.hf_model(two_prompts.tokens.input_ids, output_hidden_states=True)
+    rows, last = torch.arange(2), two_prompts.tokens.final_positions
+    base = torch.log_softmax(out.logits[rows, last].float(), -1)
+    # the scan's base is the background-ablated model; hidden_states[-1] is after the final norm
+    assert torch.allclose(scan.base_hidden, out.hidden_states[-1][rows, last], atol=1e-3)
     with head_ablation(qwen, background + [(LAYER, 5)]):
         both = last_logprobs(qwen, two_prompts)
     assert torch.allclose(scan.kl[:, LAYER, 5], kl_divergence(base, both), rtol=0.02, atol=2e-6)
-    with head_ablation(qwen, background):
-        hidden = qwen.hf_model(two_prompts.tokens.input_ids, output_hidden_states=True).hidden_states[-1]
-    last = hidden[torch.arange(2), two_prompts.tokens.final_positions]
-    assert torch.allclose(scan.base_hidden, last, atol=1e-3)
 
 
 def test_eps_scaled_query_attends_uniformly(qwen, two_prompts):
@@ -105,8 +114,8 @@ def test_eps_scaled_query_attends_uniformly(qwen, two_prompts):
     assert not torch.allclose(pattern[4], uniform, atol=1e-2)       # other heads untouched
 
 
-def test_sahara_greedy_set_on_a_small_scale(qwen, refused):
-    prompts = safety_prompt_set(qwen, refused[:3], "harmful")
+def test_sahara_greedy_set_on_a_small_scale(qwen, two_prompts):
+    prompts = two_prompts
     result = sahara(qwen, prompts, steps=2, layers=[LAYER + 1])
     first, second = result.heads
     assert first[0] == second[0] == LAYER + 1 and first != second
@@ -119,7 +128,7 @@ def test_sahara_greedy_set_on_a_small_scale(qwen, refused):
     for heads in ([], [first, second]):
         with head_ablation(qwen, heads):
             out = qwen.hf_model(prompts.tokens.input_ids, output_hidden_states=True).hidden_states[-1]
-        hidden[len(heads)] = out[torch.arange(3), prompts.tokens.final_positions]
+        hidden[len(heads)] = out[torch.arange(2), prompts.tokens.final_positions]
     assert principal_angle(hidden[0], hidden[2]).item() == pytest.approx(result.angles[1], abs=0.05)
 
 
