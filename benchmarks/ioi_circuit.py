@@ -34,9 +34,11 @@ def run(model, receivers: str, args, store) -> tuple[dict, dict]:
     from interp.tasks.ioi import ioi_prompts
 
     config = DiscoveryConfig(n_prompts=args.n_prompts, screen_k=args.screen_k, receivers=receivers,
-                             evaluate=False)
+                             max_heads=args.max_heads, evaluate=False)
     start = time.perf_counter()
-    circuit, stages = discover_ioi_circuit(model, config)
+    circuit, stages = discover_ioi_circuit(
+        model, config, progress=lambda f, m: print(f"  [{time.perf_counter() - start:.0f}s] {m}",
+                                                   file=sys.stderr, flush=True))
     discovery_s = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -61,7 +63,8 @@ def run(model, receivers: str, args, store) -> tuple[dict, dict]:
     })
     run_id = circuit.save(store, {f"stage-{k}": {"values": v.values} for k, v in stages.items()})
     row = {
-        "model": model.name, "receivers": receivers, "heads": len(circuit),
+        "model": model.name, "receivers": receivers, "budget": circuit.params["budget"],
+        "heads": len(circuit),
         "of": model.n_total_heads, "share": f"{len(circuit) / model.n_total_heads:.1%}",
         "F_model": round(every["F_model"], 3), "F_circuit": round(every["F_circuit"], 3),
         "faithfulness": f"{every['faithfulness']:.1%}",
@@ -88,6 +91,8 @@ def main() -> None:
     parser.add_argument("--n-criteria", type=int, default=48)
     parser.add_argument("--n-random", type=int, default=20)
     parser.add_argument("--greedy-steps", type=int, default=2)
+    parser.add_argument("--max-heads", type=int, default=None,
+                        help="head budget (default 10%% of the model's heads)")
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -111,21 +116,32 @@ def main() -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, " \
               f"{'GPU' if torch.cuda.is_available() else 'no GPU'}"
     command = "python -m benchmarks.ioi_circuit " + " ".join(sys.argv[1:])
-    text = ["# IOI circuits: discovery and evaluation\n", f"Machine: {machine}. Command: `{command}`\n",
-            markdown_table(rows, ["model", "receivers", "heads", "of", "share", "F_model", "F_circuit",
+    for detail in details:
+        detail["machine"], detail["command"] = machine, command
+    # Keep earlier runs of other (model, receivers) pairs: models are benchmarked one at a time.
+    saved = RESULTS / "ioi_circuit.json"
+    if saved.is_file():
+        key = lambda d: (d["row"]["model"], d["row"]["receivers"], d["row"].get("budget"))  # noqa: E731
+        fresh = {key(d) for d in details}
+        earlier = [d for d in json.loads(saved.read_text())["runs"] if key(d) not in fresh]
+        details = earlier + details
+        rows = [d["row"] for d in details]
+    commands = sorted({d.get("command", command) for d in details})
+    text = ["# IOI circuits: discovery and evaluation\n", f"Machine: {machine}. Commands: "
+            + ", ".join(f"`{c}`" for c in commands) + "\n",
+            markdown_table(rows, ["model", "receivers", "budget", "heads", "of", "share", "F_model", "F_circuit",
                                   "faithfulness", "faithfulness_role_pos", "random_mean", "random_std",
                                   "random_max", "max_incompleteness", "minimality_mean",
                                   "heads_above_1pct", "discovery_s", "evaluation_s"]),
             "\n## Roles -> heads\n"]
     for detail in details:
         row = detail["row"]
-        text.append(f"### {row['model']} ({row['receivers']} receivers)\n")
+        text.append(f"### {row['model']} ({row['receivers']} receivers, budget {row.get('budget')})\n")
         text += [f"- {role}: {heads}" for role, heads in detail["roles"].items()]
         text.append("")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "ioi_circuit.md").write_text("\n".join(text) + "\n")
-    (RESULTS / "ioi_circuit.json").write_text(json.dumps({"runs": details, "machine": machine,
-                                                           "command": command}, indent=2))
+    saved.write_text(json.dumps({"runs": details}, indent=2))
     print("\n".join(text))
 
 

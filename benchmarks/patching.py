@@ -100,9 +100,18 @@ def main() -> None:
     machine = f"{platform.machine()}, {torch.get_num_threads()} torch threads, " \
               f"{'GPU' if torch.cuda.is_available() else 'no GPU'}"
     command = "python -m benchmarks.patching " + " ".join(sys.argv[1:])
+    for row in ld_rows + sweep_rows:
+        row["command"] = command
+    # Keep earlier runs of other models: models are benchmarked one at a time.
+    saved = RESULTS / "patching.json"
+    if saved.is_file():
+        earlier = json.loads(saved.read_text())
+        ld_rows = [r for r in earlier["logit_diff"] if r["model"] not in args.models] + ld_rows
+        sweep_rows = [r for r in earlier["sweeps"] if r["model"] not in args.models] + sweep_rows
+    commands = sorted({r["command"] for r in ld_rows + sweep_rows})
     fmt = lambda x: round(x, 3) if isinstance(x, float) else x  # noqa: E731
     text = [f"# IOI logit differences and head sweeps (activation vs attribution patching)\n",
-            f"Machine: {machine}. Command: `{command}`\n",
+            f"Machine: {machine}. Commands: " + ", ".join(f"`{c}`" for c in commands) + "\n",
             "## Logit difference IO - S (clean IOI vs ABC-corrupted)\n",
             markdown_table([{k: fmt(v) for k, v in r.items()} for r in ld_rows],
                            ["model", "n_prompts", "clean_ld_mean", "clean_ld_std", "accuracy", "top1_io",
@@ -113,8 +122,8 @@ def main() -> None:
                                         "top5_activation", "top5_attribution"])]
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "patching.md").write_text("\n".join(text) + "\n")
-    (RESULTS / "patching.json").write_text(json.dumps({"logit_diff": ld_rows, "sweeps": sweep_rows,
-                                                        "machine": machine, "command": command}, indent=2))
+    saved.write_text(json.dumps({"logit_diff": ld_rows, "sweeps": sweep_rows, "machine": machine},
+                                indent=2))
     print("\n".join(text))
 
 

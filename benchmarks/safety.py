@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--random", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", default=None, help="scan only these layers (smoke runs)")
     parser.add_argument("--out", default="safety")
     args = parser.parse_args()
 
@@ -63,7 +64,9 @@ def main() -> None:
         read("harmless_val")[:args.test], n_calibration=args.calibration, n_train=args.train,
         n_test=args.test, seed=args.seed, method=args.method, eps=1e-5,
         sahara_steps=args.sahara_steps, sahara_candidates=args.sahara_candidates,
-        n_random=args.random, max_new_tokens=args.max_new_tokens, progress=progress)
+        n_random=args.random, max_new_tokens=args.max_new_tokens, progress=progress,
+        layers=None if args.layers is None else [int(x) for x in args.layers.split(",")],
+        batch_size=24)
     total = time.perf_counter() - start
     result = summary(scores)
     result.update({
@@ -75,6 +78,7 @@ def main() -> None:
     })
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2))
+    torch.save({"scores": scores.scores, **scores.details}, f"/tmp/{args.out}-details.pt")
     (RESULTS / f"{args.out}.md").write_text(markdown(result))
     print(markdown(result))
 

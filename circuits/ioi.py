@@ -45,7 +45,7 @@ from circuits.head_evidence import attention_to_positions, copying_scores, direc
 from interp.errors import InvalidInput
 from interp.models import Model
 from interp.patching.attribution import path_attribution, path_attribution_by_receiver
-from interp.patching.path import Receiver, path_patch
+from interp.patching.path import PairCache, Receiver, path_patch
 from interp.patching.results import PatchResult
 from interp.tasks.base import PromptSet
 from interp.tasks.ioi import ioi_prompts
@@ -72,6 +72,7 @@ class DiscoveryConfig:
     greedy_steps: int = 0
     batch_size: int = 64
     evaluate: bool = True
+    criteria: bool = True  # completeness and minimality too (the slow part of the evaluation)
 
 
 def _top_senders(screen: PatchResult, k: int, exclude: set, sign: int = 0) -> list[tuple[int, int]]:
@@ -89,14 +90,15 @@ def _top_senders(screen: PatchResult, k: int, exclude: set, sign: int = 0) -> li
     return [(int(i) // n_heads, int(i) % n_heads) for i in order if effect.flatten()[i] > 0]
 
 
-def _stage(model, prompts, receivers, exclude, config, log, name, sign=-1):
+def _stage(model, prompts, receivers, exclude, config, log, name, pairs, sign=-1):
     """Screen every sender, verify the top ones exactly. -> (exact PatchResult, screen)."""
     start = time.perf_counter()
-    screen = path_attribution(model, prompts, receivers)
+    screen = path_attribution(model, prompts, receivers, cache=pairs)
     candidates = _top_senders(screen, config.screen_k, exclude, sign)
     if not candidates:
         return None, screen
-    exact = path_patch(model, prompts, receivers, senders=candidates, batch_size=config.batch_size)
+    exact = path_patch(model, prompts, receivers, senders=candidates, batch_size=config.batch_size,
+                       cache=pairs)
     log(f"{name}: screened {int((~screen.values.isnan()).sum())} senders, verified "
         f"{len(candidates)} in {time.perf_counter() - start:.0f}s")
     return exact, screen
@@ -122,16 +124,17 @@ def _select(exact: PatchResult, config: DiscoveryConfig, cap: int, sign: int) ->
     return keep[:cap]
 
 
-def _edges(model, prompts, senders, receivers_by_head, min_effect) -> list[CircuitEdge]:
+def _edges(model, prompts, senders, receivers_by_head, min_effect, pairs) -> list[CircuitEdge]:
     """First-order path effect (`path_attribution_by_receiver`) of each sender on each receiver
     head's inputs, one input at a time; edges weaker than `min_effect` are dropped."""
-    pairs = [(head, r) for head, receivers in receivers_by_head.items() for r in receivers
-             if any(s[0] < head[0] for s in senders)]
-    if not senders or not pairs:
+    chosen = [(head, r) for head, receivers in receivers_by_head.items() for r in receivers
+              if any(s[0] < head[0] for s in senders)]
+    if not senders or not chosen:
         return []
-    results = path_attribution_by_receiver(model, prompts, [r for _, r in pairs], senders=senders)
+    results = path_attribution_by_receiver(model, prompts, [r for _, r in chosen], senders=senders,
+                                           cache=pairs)
     edges = []
-    for (head, receiver), result in zip(pairs, results):
+    for (head, receiver), result in zip(chosen, results):
         for s in senders:
             effect = float(result.values[s]) - 1.0
             if s[0] < head[0] and abs(effect) >= min_effect:
@@ -195,7 +198,8 @@ def discover_ioi_circuit(
 
     # 1. Name movers and negative name movers: senders -> logits.
     log("stage 1/4: heads -> logits", 0.02)
-    exact, screen = _stage(model, prompts, "logits", set(), config, log, "logits", sign=0)
+    pairs = PairCache(model, prompts)  # the clean and ABC runs, shared by every stage
+    exact, screen = _stage(model, prompts, "logits", set(), config, log, "logits", pairs, sign=0)
     results["logits"], results["logits_screen"] = exact, screen
     attention = attention_to_positions(model, prompts)
     dla = direct_logit_attribution(model, prompts)
@@ -229,7 +233,7 @@ def discover_ioi_circuit(
         log(f"stage {level}/4: heads -> {stage_names[level]} ({len(receivers)} receivers)",
             0.1 + 0.2 * (level - 1))
         exact, results[f"{stage_names[level]}_screen"] = _stage(
-            model, prompts, receivers, set(heads), config, log, stage_names[level])
+            model, prompts, receivers, set(heads), config, log, stage_names[level], pairs)
         results[stage_names[level]] = exact
         found_here = []
         for (layer, head), effect in _select(exact, config, config.caps[f"level{level}"], -1):
@@ -243,7 +247,8 @@ def discover_ioi_circuit(
             heads[(layer, head)] = CircuitHead(layer, head, role, round(effect, 5))
             found_here.append((layer, head))
         if config.edges:
-            edges += _edges(model, prompts, found_here, receivers_by_head, config.edge_threshold)
+            edges += _edges(model, prompts, found_here, receivers_by_head, config.edge_threshold,
+                            pairs)
         # The paper's next receivers: S-inhibition heads' values, then induction heads' keys.
         if paper and level == 2:
             previous = [h for h in found_here if heads[h].role == "s_inhibition"]
@@ -285,7 +290,8 @@ def discover_ioi_circuit(
         eval_prompts = eval_prompts or ioi_prompts(model, n=config.n_eval_prompts,
                                                    seed=config.seed + 1000, corruption="abc")
         evaluate_circuit(model, eval_prompts, circuit, n_random=config.n_random, seed=config.seed,
-                         greedy_steps=config.greedy_steps, batch_size=config.batch_size)
+                         greedy_steps=config.greedy_steps, batch_size=config.batch_size,
+                         with_completeness=config.criteria, with_minimality=config.criteria)
     circuit.evaluation["total_seconds"] = round(time.perf_counter() - started, 1)
     log("done", 1.0)
     return circuit, {k: v for k, v in results.items() if v is not None}

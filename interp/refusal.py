@@ -69,6 +69,9 @@ class Generation:
     token_ids: list[list[int]]
     first_logprobs: torch.Tensor
 
+    def __getitem__(self, index: slice) -> "Generation":
+        return Generation(self.texts[index], self.token_ids[index], self.first_logprobs[index])
+
 
 def _chat_texts(prompts: PromptSet | list[str]) -> list[list[int]] | list[str]:
     if isinstance(prompts, PromptSet):
@@ -163,10 +166,13 @@ def calibrate_refusal_tokens(model: Model, harmful: PromptSet | list[str],
     compliant replies; ties are dropped (they carry no signal). Harmless prompts add compliant
     replies, so a token that also starts ordinary answers does not end up in R.
     """
-    replies = [greedy_generate(model, harmful, max_new_tokens, batch_size)]
-    if harmless is not None:
-        replies.append(greedy_generate(model, harmless, max_new_tokens, batch_size))
-    return refusal_tokens_from(model, *replies)
+    harmful_items = _chat_texts(harmful)
+    harmless_items = [] if harmless is None else _chat_texts(harmless)
+    # one generate call for both kinds: fewer (costly) decoding steps than two
+    both = greedy_generate(model, list(harmful_items) + list(harmless_items), max_new_tokens,
+                           batch_size)
+    split = len(harmful_items)
+    return refusal_tokens_from(model, both[:split], both[split:] if harmless_items else None)
 
 
 def refusal_tokens_from(model: Model, harmful: Generation,

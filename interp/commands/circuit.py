@@ -33,6 +33,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-random", type=int, default=20, help="random circuits for the baseline")
     parser.add_argument("--greedy-steps", type=int, default=0,
                         help="greedy search steps for the completeness check (default 0)")
+    parser.add_argument("--skip-criteria", action="store_true",
+                        help="skip the completeness and minimality checks (the slow part of the "
+                             "evaluation); faithfulness and the random baseline are always measured")
     parser.add_argument("--paper-receivers", action="store_true",
                         help="the paper's receivers only (name-mover queries at END, S-inhibition "
                              "values at S2, induction keys at S1+1); default: every input of the "
@@ -51,7 +54,7 @@ def run(args) -> int:
     config = DiscoveryConfig(
         n_prompts=args.n_prompts, n_eval_prompts=args.n_eval_prompts, seed=args.seed,
         screen_k=args.screen_k, max_heads=args.max_heads, levels=args.levels, n_random=args.n_random,
-        greedy_steps=args.greedy_steps,
+        greedy_steps=args.greedy_steps, criteria=not args.skip_criteria,
         receivers="paper" if args.paper_receivers else "all_inputs",
     )
     store = Store(args.store)

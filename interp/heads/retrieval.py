@@ -20,6 +20,7 @@ never the attention pattern, so contexts of several thousand tokens run on a CPU
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 
 from interp.errors import InvalidInput

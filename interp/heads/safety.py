@@ -611,16 +611,28 @@ def _mean(values) -> float | None:
 
 
 # ---- the whole analysis: calibrate, select, scan, check ---------------------------------------
+@torch.no_grad()
+def last_position_logprobs(model: Model, prompts: PromptSet, batch_size: int = 16) -> torch.Tensor:
+    """[n, vocab] next-token log-probabilities at each prompt's last token (active hooks apply).
+    The unembedding runs at the last positions only: for Qwen's 152k vocabulary it costs as
+    much as the rest of the model when applied at every position."""
+    out = []
+    for sub in prompts.tokens.chunks(batch_size):
+        sub = sub.to(model.device)
+        hidden = model.hf_model.model(input_ids=sub.input_ids, attention_mask=sub.mask.long(),
+                                      use_cache=False).last_hidden_state
+        last = hidden[torch.arange(sub.batch_size, device=hidden.device), sub.final_positions]
+        out.append(torch.log_softmax(model.hf_model.lm_head(last).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
 def first_token_refusal(model: Model, prompts: PromptSet, tokens: RefusalTokens,
                         batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward, no generation: ([n] refusal log-odds, [n] bool: the most likely first token
     is a refusal start, i.e. greedy decoding would begin a refusal)."""
-    from interp.predict import next_token_logits
-
-    logits = torch.cat([next_token_logits(model, prompts.texts[i:i + batch_size])
-                        for i in range(0, len(prompts), batch_size)])
-    greedy_refuses = torch.isin(logits.argmax(-1), torch.tensor(tokens.refusal))
-    return first_token_logodds(torch.log_softmax(logits, dim=-1), tokens), greedy_refuses
+    logprobs = last_position_logprobs(model, prompts, batch_size)
+    greedy_refuses = torch.isin(logprobs.argmax(-1), torch.tensor(tokens.refusal))
+    return first_token_logodds(logprobs, tokens), greedy_refuses
 
 
 def rank_refused(model: Model, prompts: PromptSet, tokens: RefusalTokens) -> list[int]:
@@ -638,7 +650,8 @@ def safety_analysis(model: Model, harmful: list[str] | None = None,
                     method: str = "query_scale", eps: float = 1e-5, sahara_steps: int = 3,
                     sahara_candidates: int | None = None, ks=(1, 3), n_random: int = 2,
                     max_new_tokens: int = 24, run_verify: bool = True, batch_size: int = 16,
-                    layers: list[int] | None = None, progress=None) -> HeadScores:
+                    layers: list[int] | None = None, n_pool: int | None = None,
+                    progress=None) -> HeadScores:
     """Ships + Sahara on harmful prompts the model refuses, then the causal check.
 
     1. Calibration split (harmful + harmless): greedy replies -> refusal/compliance tokens.
@@ -648,6 +661,7 @@ def safety_analysis(model: Model, harmful: list[str] | None = None,
     3. `detect` on them (Ships, Sahara; `layers` restricts the scan), 4. `verify` on held-out
        harmful/harmless prompts.
     harmful/harmless default to the project's own sets; *_test default to a split of them.
+    n_pool: harmful instructions screened for step 2 (default 4 * n_train; each costs a forward).
     """
     from interp.tasks.safety import default_instructions, safety_prompt_set, split_instructions
 
@@ -656,7 +670,9 @@ def safety_analysis(model: Model, harmful: list[str] | None = None,
     sizes = {"calibration": n_calibration}
     if harmful_test is None:
         sizes["test"] = n_test
-    harmful_split = split_instructions(harmful, {**sizes, "pool": len(harmful) - sum(sizes.values())}, seed)
+    available = len(harmful) - sum(sizes.values())
+    n_pool = min(available, 4 * n_train if n_pool is None else n_pool)
+    harmful_split = split_instructions(harmful, {**sizes, "pool": max(n_pool, 0)}, seed)
     harmful_test = harmful_split.get("test", harmful_test)[:n_test]
     sizes = {"calibration": n_calibration}
     if harmless_test is None:

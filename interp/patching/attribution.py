@@ -212,10 +212,12 @@ def path_attribution(
     senders=None,
     metric: str | Callable = "logit_diff",
     batch_size: int = 16,
+    cache=None,
 ) -> PatchResult:
     """First-order estimate of `path_patch` for every sender head at once (see
-    `_path_attribution`); one PatchResult for the receivers together."""
-    return _path_attribution(model, prompts, receivers, senders, metric, batch_size, split=False)[0]
+    `_path_attribution`); one PatchResult for the receivers together. `cache`: a
+    `interp.patching.path.PairCache` of these prompts to reuse."""
+    return _path_attribution(model, prompts, receivers, senders, metric, batch_size, False, cache)[0]
 
 
 def path_attribution_by_receiver(
@@ -225,16 +227,18 @@ def path_attribution_by_receiver(
     senders=None,
     metric: str | Callable = "logit_diff",
     batch_size: int = 16,
+    cache=None,
 ) -> list[PatchResult]:
     """`path_attribution` for each receiver on its own (the edges sender -> receiver), sharing
     the forward passes: one backward pass per receiver. Returns one PatchResult per receiver."""
     if receivers == "logits":
         raise InvalidInput("path_attribution_by_receiver needs head receivers; use path_attribution "
                            "for 'logits'")
-    return _path_attribution(model, prompts, receivers, senders, metric, batch_size, split=True)
+    return _path_attribution(model, prompts, receivers, senders, metric, batch_size, True, cache)
 
 
-def _path_attribution(model, prompts, receivers, senders, metric, batch_size, split) -> list[PatchResult]:
+def _path_attribution(model, prompts, receivers, senders, metric, batch_size, split,
+                      cache=None) -> list[PatchResult]:
     """First-order estimate of `path_patch` for every sender head at once.
 
     The linearization of Wang et al.'s path patching, in the spirit of edge attribution
@@ -250,7 +254,7 @@ def _path_attribution(model, prompts, receivers, senders, metric, batch_size, sp
     Same arguments and result layout as `path_patch` (method "path_attribution"); with
     `split`, one result per receiver (the forward passes shared, one backward per receiver).
     """
-    from interp.patching.path import _check_receivers, _receiver_positions
+    from interp.patching.path import _check_receivers, _receiver_positions, pair_cache
 
     start = time.perf_counter()
     validate(prompts)
@@ -268,8 +272,8 @@ def _path_attribution(model, prompts, receivers, senders, metric, batch_size, sp
     positions = None if to_logits else _receiver_positions(prompts, receivers)
     n = len(prompts)
 
-    corrupted_logits, corrupted_cache = final_logits_and_cache(
-        model, prompts.corrupted, [f"blocks.{l}.attn.hook_z" for l in sender_layers])
+    pairs = pair_cache(model, prompts, cache)
+    corrupted_logits, corrupted_cache = pairs.corrupted_logits, pairs.corrupted
     groups = [[i] for i in range(len(receivers))] if split else [None]
     scores = torch.zeros(len(groups), model.n_layers, model.n_heads)
     clean_parts = []

@@ -34,7 +34,7 @@ def test_reference_matches_naive(Nq, causal, window, pad, softcap, edits):
         assert_same(*expected, *reference_attention(q, k, v, block_size=block_size, **kw))
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     B=st.integers(1, 2), Hkv=st.integers(1, 3), G=st.integers(1, 3), D=st.sampled_from([8, 16]),
     Nk=st.integers(1, 40), frac=st.floats(0.0, 1.0), causal=st.booleans(),

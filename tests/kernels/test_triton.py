@@ -106,7 +106,7 @@ def test_dispatch_forces_triton():
     torch.testing.assert_close(res["lse"], ref_res["lse"], atol=1e-5, rtol=1e-5)
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     Hkv=st.integers(1, 2), G=st.integers(1, 3), Nk=st.integers(1, 40), frac=st.floats(0, 1),
     causal=st.booleans(), window=st.one_of(st.none(), st.integers(1, 20)), pad=st.booleans(),

@@ -65,9 +65,6 @@ def test_resid_patching_is_normalized_and_positioned(smollm2, prompts):
     # Patching the whole residual stream at any layer restores the clean run exactly.
     whole = activation_patch(smollm2, prompts, "resid", positions=None, layers=[0, 17, 29])
     assert torch.allclose(whole.values, torch.ones(3), atol=1e-4)
-    noised = activation_patch(smollm2, prompts, "resid", positions=None, layers=[9],
-                              direction="noise")
-    assert torch.allclose(noised.values, torch.zeros(1), atol=1e-4)
     # Per named position: at layer 0 only the name tokens differ; by the last layer the answer
     # has moved to "end", nearly all of it.
     named = activation_patch(smollm2, prompts, "resid", layers=[0, 29])
@@ -94,7 +91,7 @@ def test_skipping_blocks_matches_full_forward(smollm2, prompts):
 
 
 def test_patch_result_json_and_store_roundtrip(smollm2, prompts, tmp_store):
-    result = activation_patch(smollm2, prompts, "mlp", layers=[0, 1])
+    result = activation_patch(smollm2, prompts, "mlp", layers=[28, 29])
     assert result.axes == ("layer", "position")
     again = PatchResult.from_json(result.to_json())
     assert torch.allclose(again.values, result.values) and again.labels == result.labels
@@ -110,13 +107,13 @@ def test_metrics(smollm2, prompts):
     kl = activation_patch(smollm2, prompts, "resid", metric="kl", positions=None, layers=[5])
     assert kl.clean == pytest.approx(0.0, abs=1e-5) and kl.corrupted > 0
     assert float(kl.values[0]) == pytest.approx(1.0, abs=1e-4)
-    prob = activation_patch(smollm2, prompts, "heads", metric="prob", layers=[23])
+    prob = activation_patch(smollm2, prompts, "heads", metric="prob", layers=[29], direction="noise")
     assert 0 < prob.corrupted < prob.clean < 1
 
     def answer_logit(logits, targets):
         return logits[torch.arange(logits.shape[0]), targets.answers]
 
-    custom = activation_patch(smollm2, prompts, "heads", metric=answer_logit, layers=[23])
+    custom = activation_patch(smollm2, prompts, "heads", metric=answer_logit, layers=[29])
     assert custom.metric == "answer_logit" and custom.values.shape == (1, 9)
 
 

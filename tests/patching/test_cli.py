@@ -39,7 +39,7 @@ def test_patch_command(use_smollm2, tmp_path, capsys):
 def test_circuit_command(use_smollm2, tmp_path, capsys):
     store, out = tmp_path / "runs.sqlite", tmp_path / "circuit.json"
     code = main(["circuit", "smollm2-135m", "--task", "ioi", "--levels", "1", "--n-prompts", "3",
-                 "--n-eval-prompts", "3", "--screen-k", "4", "--n-random", "2", "--json", str(out),
+                 "--n-eval-prompts", "3", "--screen-k", "4", "--n-random", "2", "--skip-criteria", "--json", str(out),
                  "--store", str(store)])
     assert code == 0
     data = json.loads(out.read_text())

@@ -41,8 +41,8 @@ def calibration(qwen, instructions) -> Calibration:
 
     harmful = safety_prompt_set(qwen, instructions["harmful"][:N_CALIBRATION_HARMFUL], "harmful")
     harmless = safety_prompt_set(qwen, instructions["harmless"][:N_CALIBRATION_HARMLESS], "harmless")
-    replies = greedy_generate(qwen, harmful, max_new_tokens=NEW_TOKENS)
-    calm = greedy_generate(qwen, harmless, max_new_tokens=NEW_TOKENS)
+    both = greedy_generate(qwen, harmful.texts + harmless.texts, max_new_tokens=NEW_TOKENS)
+    replies, calm = both[:len(harmful)], both[len(harmful):]
     return Calibration(refusal_tokens_from(qwen, replies, calm), harmful, harmless, replies, calm,
                        NEW_TOKENS)
 

@@ -24,8 +24,6 @@ def test_top_ships_head_lowers_refusal_on_held_out_prompts(qwen, refused, calibr
     held_out = safety_prompt_set(qwen, refused[2:5], "harmful")
     scan = ships_scan(qwen, train, METHOD, layers=[LAYER], tokens=tokens)
     top = (LAYER, int(scan.ships[LAYER].argmax()))
-    # the scan's own refusal read-out agrees that this head pushes toward compliance
-    assert (scan.logodds[:, LAYER, top[1]] - scan.base_logodds).mean() < 0
 
     base, greedy_refuses = first_token_refusal(qwen, held_out, tokens)
     assert greedy_refuses.all()

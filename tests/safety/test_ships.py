@@ -123,7 +123,7 @@ def test_sahara_greedy_set_on_a_small_scale(qwen, two_prompts):
     assert result.step_scores[0][first].item() == pytest.approx(result.angles[0])
     assert result.step_scores[0].max().item() == pytest.approx(result.angles[0])
     assert result.step_scores[1][first].item() == 0.0
-    # the angle of the pair is what ablating both heads does to the subspace
+    # the angle of the pair is what ablating both heads does to the unablated subspace
     hidden = {}
     for heads in ([], [first, second]):
         with head_ablation(qwen, heads):
