@@ -45,7 +45,7 @@ def _load(name: str):
 def _save(section: str, data: dict, markdown: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"scans_{section}.json").write_text(json.dumps(data, indent=2))
-    header = (f"\n## {section}\n\nCommand: `python -m benchmarks.scans {section}` "
+    header = (f"\n## {section}\n\nCommand: `python -m benchmarks.scans {' '.join(sys.argv[1:])}` "
               f"({platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
               f"{os.environ.get('SCANS_THREADS', '1')}, {time.strftime('%Y-%m-%d %H:%M')})\n\n")
     with open(RESULTS / "scans.md", "a") as f:
@@ -188,7 +188,9 @@ def perf_case(case: dict) -> dict:
     model = _load("smollm2-135m")
     batch = _text_batch(model, case["tokens"])
     detector, method = case["detector"], case["method"]
-    if method == "streamed":
+    if detector == "retrieval":
+        run = _retrieval_run(model, case)
+    elif method == "streamed":
         from interp.heads import get_detector
 
         params = {"streaming": {"windows": (64, 256)}}.get(detector)
@@ -224,14 +226,38 @@ def perf_case(case: dict) -> dict:
             "scan_gb": round((memory.peak - memory.start) / 2**30, 2)}
 
 
-def perf() -> dict:
+def _retrieval_run(model, case: dict):
+    """One needle test of case["tokens"] tokens, greedy, 24 steps: the argmax streamed out of the
+    kernel (ours) vs TransformerLens's way, the full pattern at hook_pattern on every step
+    (prefill included: the bridge computes every layer's N x N pattern)."""
+    import torch
+
+    from interp.heads.retrieval import greedy_decode, retrieval_decode
+    from interp.tasks.needle import default_needles, load_haystack, needle_test
+
+    test = needle_test(model, default_needles()[0], case["tokens"], 50.0, haystack=load_haystack(SHARED_HAYSTACK))
+    if case["method"] == "streamed":
+        return lambda: retrieval_decode(model, test, max_new_tokens=24)
+
+    def with_patterns():
+        rows = {}
+
+        def keep(pattern, hook):
+            rows[hook.name] = pattern[0, :, -1].argmax(-1)
+        names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.n_layers)]
+        with model.bridge.hooks(fwd_hooks=[(n, keep) for n in names]), torch.no_grad():
+            return greedy_decode(model, test.input_ids, 24)
+    return with_patterns
+
+
+def perf(token_counts=(1024, 4096), detectors=("induction", "sink", "streaming")) -> dict:
     from benchmarks.measure import markdown_table, run_case
 
     rows = []
-    for tokens in (1024, 4096):
-        for detector in ("induction", "sink", "streaming"):
+    for tokens in token_counts:
+        for detector in detectors:
             for method in ("streamed", "run_with_cache"):
-                if method == "run_with_cache" and tokens > 2048:
+                if method == "run_with_cache" and tokens > 3000 and detector != "retrieval":
                     need = 30 * 9 * tokens * tokens * 4 / 2**30
                     rows.append({"tokens": tokens, "detector": detector, "method": method,
                                  "error": f"not run: the patterns alone need {need:.1f} GiB (30 layers x 9 heads "
@@ -248,7 +274,9 @@ def perf() -> dict:
             if "seconds" in mine:
                 mine["time_vs_cache"] = round(mine["seconds"] / row["seconds"], 2)
                 mine["scan_mem_vs_cache"] = round(mine["scan_gb"] / max(row["scan_gb"], 1e-3), 3)
-    table = ("One natural-text prompt, SmolLM2-135M fp32, CPU. seconds: the scan alone (model loaded); "
+    table = ("One natural-text prompt, SmolLM2-135M fp32, CPU (retrieval: one needle test of that many "
+             "tokens, 24 greedy steps; its `run_with_cache` row is the bridge with hook_pattern, the full "
+             "pattern of every layer at every step). seconds: the scan alone (model loaded); "
              "peak_gb: process peak RSS; scan_gb: peak minus RSS before the scan.\n\n"
              + markdown_table(rows, ["tokens", "detector", "method", "seconds", "peak_gb", "scan_gb",
                                      "time_vs_cache", "scan_mem_vs_cache", "error"]))
@@ -302,9 +330,17 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("section", choices=[*SECTIONS, "all"])
+    parser.add_argument("--tokens", type=int, nargs="+", default=None,
+                        help="perf only: token counts (default 1024 4096)")
+    parser.add_argument("--detectors", nargs="+", default=None, help="perf only: detectors")
     args = parser.parse_args()
     for name in (SECTIONS if args.section == "all" else [args.section]):
-        result = SECTIONS[name]()
+        if name == "perf" and (args.tokens or args.detectors):
+            result = perf(tuple(args.tokens or (1024, 4096)),
+                          tuple(args.detectors or ("induction", "sink", "streaming")))
+            name = "perf_" + "_".join(map(str, args.tokens or ()))
+        else:
+            result = SECTIONS[name]()
         _save(name, result, result.pop("markdown"))
 
 
