@@ -137,8 +137,7 @@ def copying_scores(model: Model, words: Sequence[str], heads: Sequence[tuple[int
         values = block.attn.v(block.ln1(resid))  # [n, 1, n_kv * d]
         g = head // group
         v = values[..., g * d:(g + 1) * d]
-        w_o = block.attn.o.original_component.weight[:, head * d:(head + 1) * d]  # [d_model, d]
-        out = v @ w_o.T
+        out = v @ block.attn.W_O[head]  # TransformerLens layout [d_head, d_model], any HF layout
         if negative:
             out = -out
         if hasattr(block, "ln1_post"):

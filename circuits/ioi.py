@@ -12,16 +12,17 @@ the previous level found:
 3. senders -> the level-2 heads' inputs: induction and duplicate-token heads in the paper.
 4. senders -> the level-3 heads' inputs: previous-token heads in the paper.
 
-Receivers. `receivers="paper"` uses exactly the paper's: name-mover queries at END, then the
-S-inhibition heads' values at S2, then the induction heads' keys at S1+1. The default
-`"all_inputs"` patches every input (q, k, v at every position; name-mover queries at END) of
-the previous level's heads, because a model other than GPT-2 small may route the same signals
-differently: in SmolLM2 the induction and duplicate-token heads reach the name movers through
-their KEYS at S2 (K-composition), not through S-inhibition queries. Roles at levels 2-4 are then
-named by each head's signature attention (END -> S2 S-inhibition, S2 -> S1+1 induction, S2 -> S1
-duplicate token, S1+1 -> S1 previous token; the level's paper role if none is clear), and every
-edge records which input (q, k, v) it enters. Key receivers are KV heads under grouped-query
-attention (see `interp.patching.path`).
+Receivers. `receivers="paper"` (the default) uses exactly the paper's: name-mover queries at
+END, then the S-inhibition heads' values at S2, then the induction heads' keys at S1+1; roles at
+levels 2-4 are the paper's (S-inhibition; induction vs duplicate token by attention S2 -> S1+1
+vs S2 -> S1; previous token). `"all_inputs"` instead patches every input (q, k, v at every
+position; name-mover queries at END) of the previous level's heads, for models that route the
+signals differently (in SmolLM2, induction head 17.4 also reaches name mover 23.3 through its
+keys at S2), and names roles by signature attention (END -> S2 S-inhibition, S2 -> S1+1
+induction, S2 -> S1 duplicate token, S1+1 -> S1 previous token; the level's paper role if none
+is clear). On SmolLM2 the paper's receivers give the smaller and more faithful circuit
+(benchmarks/results/ioi_circuit.md). Key receivers are KV heads under grouped-query attention
+(see `interp.patching.path`); every edge records the input (q, k, v) it enters.
 
 Every level screens all senders with `path_attribution` (one backward pass) and runs exact
 `path_patch` on the `screen_k` strongest; a head joins when its exact effect is at least
@@ -57,7 +58,7 @@ class DiscoveryConfig:
     n_prompts: int = 32  # discovery prompts (path patching rows = screen_k x n_prompts per stage)
     n_eval_prompts: int = 64  # evaluation prompts (a different seed)
     seed: int = 0
-    receivers: str = "all_inputs"  # or "paper": Wang et al.'s receivers exactly (module doc)
+    receivers: str = "paper"  # Wang et al.'s receivers, or "all_inputs" (module doc)
     levels: int = 4  # how many levels back from the logits (1 = name movers only)
     screen_k: int = 16  # senders verified by exact path patching per stage
     threshold: float = 0.02  # min |effect| to join (fraction of the clean - corrupted gap)

@@ -100,25 +100,12 @@ def _launch_form() -> html.Details:
     ], className="launch")
 
 
-def patch_task(component: str, method: str, direction: str, n_prompts: int):
-    """A background-job task: IOI patching into the store, the way `interp patch` runs it."""
-    from interp.patching import activation_patch
-    from interp.patching.attribution import attribution_patch
-    from interp.tasks.ioi import ioi_prompts
-
-    patcher = activation_patch if method == "activation" else attribution_patch
-
+def patching_job(component: str, method: str, direction: str, n_prompts: int):
+    """A background-job task: IOI patching into the store, as `interp patch` runs it."""
     def task(model, store):
-        prompts = ioi_prompts(model, n=n_prompts, corruption="abc")
-        params = {"task": "ioi", "component": component, "method": method,
-                  "direction": direction, "corruption": "abc", "metric": "logit_diff",
-                  "n_prompts": n_prompts, "seed": 0}
-        with store.run("patch", model.model_id, params, prompts.hash) as run:
-            result = patcher(model, prompts, component, metric="logit_diff", direction=direction,
-                             progress=run.progress)
-            result.params.update({"task": "ioi", "corruption": "abc", "seed": 0})
-            result.write_to(run)
+        from interp.patching.task_run import patch_task
 
+        patch_task(model, store, "ioi", component, method, direction, n_prompts=n_prompts)
     return task
 
 
@@ -129,7 +116,7 @@ def launch_patch(state, component, method, direction, n_prompts):
     if n_prompts is None or not 1 <= int(n_prompts) <= 256:
         return error_box("prompts must be a whole number from 1 to 256", id="patch-error")
     label = f"{method} {component} ({direction}, {int(n_prompts)} IOI prompts)"
-    job = state.jobs.submit("patch", label, patch_task(component, method, direction, int(n_prompts)))
+    job = state.jobs.submit("patch", label, patching_job(component, method, direction, int(n_prompts)))
     return notice(f"queued {label} as job {job.id}", id="patch-queued")
 
 

@@ -36,10 +36,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--skip-criteria", action="store_true",
                         help="skip the completeness and minimality checks (the slow part of the "
                              "evaluation); faithfulness and the random baseline are always measured")
-    parser.add_argument("--paper-receivers", action="store_true",
-                        help="the paper's receivers only (name-mover queries at END, S-inhibition "
-                             "values at S2, induction keys at S1+1); default: every input of the "
-                             "previous level's heads")
+    parser.add_argument("--receivers", default="paper", choices=["paper", "all_inputs"],
+                        help="paper (default): name-mover queries at END, S-inhibition values at "
+                             "S2, induction keys at S1+1; all_inputs: every input of the previous "
+                             "level's heads, roles named by attention")
     parser.add_argument("--json", type=str, default=None, metavar="PATH",
                         help="also write the circuit as JSON to PATH ('-' prints it)")
 
@@ -55,7 +55,7 @@ def run(args) -> int:
         n_prompts=args.n_prompts, n_eval_prompts=args.n_eval_prompts, seed=args.seed,
         screen_k=args.screen_k, max_heads=args.max_heads, levels=args.levels, n_random=args.n_random,
         greedy_steps=args.greedy_steps, criteria=not args.skip_criteria,
-        receivers="paper" if args.paper_receivers else "all_inputs",
+        receivers=args.receivers,
     )
     store = Store(args.store)
     with store.run("circuit", model.model_id, {"task": args.task, **vars(config)}) as run:

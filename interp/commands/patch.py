@@ -46,36 +46,26 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import json
 
-    from interp.patching import activation_patch
-    from interp.patching.attribution import attribution_patch
+    from interp.patching.task_run import patch_task
     from interp.store import Store
-    from interp.tasks.ioi import ioi_prompts
 
     model = load_from_args(args)
-    prompts = ioi_prompts(model, n=args.n_prompts, seed=args.seed, corruption=args.corruption)
-    patcher = activation_patch if args.method == "activation" else attribution_patch
     store = Store(args.store)
-    params = {"task": args.task, "component": args.component, "method": args.method,
-              "direction": args.direction, "corruption": args.corruption, "metric": args.metric,
-              "n_prompts": args.n_prompts, "seed": args.seed}
-    with store.run("patch", model.model_id, params, prompts.hash) as run:
-        result = patcher(model, prompts, args.component, metric=args.metric,
-                         direction=args.direction, batch_size=args.batch_size,
-                         progress=run.progress)
-        result.params.update({"task": args.task, "corruption": args.corruption, "seed": args.seed})
-        result.write_to(run)
-    data = {"run_id": run.id, **result.to_json()}
+    result, run_id = patch_task(model, store, args.task, args.component, args.method,
+                                args.direction, args.corruption, args.metric, args.n_prompts,
+                                args.seed, args.batch_size)
+    data = {"run_id": run_id, **result.to_json()}
     if args.json == "-":
         print(json.dumps(data, indent=2))
         return 0
     if args.json:
         write_json(args.json, data)
-    print(f"{args.method} patching of {args.component} on {len(prompts)} {args.task} prompts "
+    print(f"{args.method} patching of {args.component} on {args.n_prompts} {args.task} prompts "
           f"({args.direction}, corruption {args.corruption}), {result.seconds:.1f}s")
     print(f"{args.metric}: clean {result.clean:.3f}, corrupted {result.corrupted:.3f} "
           "(values: 0 = corrupted, 1 = clean)")
     rows = [{**{axis: cell[axis] for axis in result.axes}, "value": f"{cell['value']:.3f}"}
             for cell in result.top(args.top, by_magnitude=True)]
     print_table(rows, list(result.axes) + ["value"])
-    print(f"stored as run {run.id} in {store.path}" + (f"; JSON in {args.json}" if args.json else ""))
+    print(f"stored as run {run_id} in {store.path}" + (f"; JSON in {args.json}" if args.json else ""))
     return 0

@@ -5,7 +5,8 @@
     scores.verify = verify(model, scores, k=5)             # top-k vs random-k ablation
 
 Detectors: previous_token, duplicate_token, induction (TransformerLens head_detector, streamed),
-sink (Gu et al.), retrieval (Wu et al.), streaming (DuoAttention split). See `registry.DETECTORS`.
+sink (Gu et al.), retrieval (Wu et al.), streaming (DuoAttention split), safety (Zhou et al.,
+Ships). See `registry.DETECTORS`.
 """
 
 from interp.heads.base import Detector

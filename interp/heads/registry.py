@@ -7,11 +7,12 @@ from interp.errors import InvalidInput
 from interp.heads.base import Detector
 from interp.heads.induction import DUPLICATE_TOKEN, INDUCTION, PREVIOUS_TOKEN
 from interp.heads.retrieval import RETRIEVAL
+from interp.heads.safety import SAFETY
 from interp.heads.sink import SINK
 from interp.heads.streaming import STREAMING
 
 DETECTORS: dict[str, Detector] = {
-    d.name: d for d in (PREVIOUS_TOKEN, DUPLICATE_TOKEN, INDUCTION, SINK, RETRIEVAL, STREAMING)
+    d.name: d for d in (PREVIOUS_TOKEN, DUPLICATE_TOKEN, INDUCTION, SINK, RETRIEVAL, STREAMING, SAFETY)
 }
 
 

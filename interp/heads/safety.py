@@ -713,6 +713,55 @@ def safety_analysis(model: Model, harmful: list[str] | None = None,
     return scores
 
 
+# ---- the generic causal check (interp.heads.verify) ---------------------------------------------
+def refusal_tokens_of(model: Model, scores: HeadScores, calibration: int = 8,
+                      max_new_tokens: int = 24) -> RefusalTokens:
+    """The refusal/compliance tokens a scan was scored with, or calibrated now on the last
+    `calibration` instructions of the project's default harmful and harmless sets (the
+    detector's default training prompts come from the front of the harmful set)."""
+    from interp.tasks.safety import default_instructions, safety_prompt_set
+
+    stored = scores.info.get("refusal_tokens")
+    if stored:
+        return RefusalTokens([t["id"] for t in stored["refusal"]],
+                             [t["id"] for t in stored["compliance"]],
+                             {t["id"]: [t["refusal_starts"], t["compliant_starts"]]
+                              for t in stored["refusal"] + stored["compliance"]},
+                             {t["id"]: t["token"] for t in stored["refusal"] + stored["compliance"]},
+                             stored.get("n_refusals", 0), stored.get("n_compliant", 0))
+    harmful = safety_prompt_set(model, default_instructions("harmful")[-calibration:], "harmful")
+    harmless = safety_prompt_set(model, default_instructions("harmless")[-calibration:], "harmless")
+    return calibrate_refusal_tokens(model, harmful, harmless, max_new_tokens)
+
+
+def refusal_measure(model: Model, scores: HeadScores, n_prompts: int, prompts=None,
+                    calibration: int = 8):
+    """(heads -> mean first-token refusal log-odds on held-out harmful prompts with those heads
+    ablated the scan's way, the prompt count). Held out: the default harmful instructions after
+    the scan's `n_prompts` and before the calibration ones, unless `prompts` are given."""
+    from interp.tasks.safety import default_instructions, safety_prompt_set
+
+    tokens = refusal_tokens_of(model, scores, calibration)
+    if prompts is None:
+        trained = int(scores.params.get("n_prompts", 16))
+        held_out = default_instructions("harmful")[trained:-calibration][:n_prompts]
+        if not held_out:
+            raise InvalidInput(f"no held-out default harmful instruction is left after the "
+                               f"scan's {trained} training prompts; pass prompts to check on")
+        prompts = safety_prompt_set(model, held_out, "harmful")
+    else:
+        prompts = as_prompt_set(model, prompts, DETECTOR)
+    method = scores.params.get("method", "query_scale")
+    eps = float(scores.params.get("eps", 1e-5))
+    z_mean = scores.details.get("z_mean")
+
+    def measure(heads) -> float:
+        with head_ablation(model, heads, method, eps, z_mean):
+            logodds, _ = first_token_refusal(model, prompts, tokens)
+        return float(logodds.mean())
+    return measure, len(prompts), f"the scan's ablation ({method}, eps {eps:g})"
+
+
 # ---- registry entry ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SafetyParams:

@@ -12,6 +12,7 @@ of the top k), and the behaviour is measured each time next to a clean baseline:
 | retrieval                             | ablation                              | needle recall (ROUGE-1) of greedy answers |
 | sink                                  | the first-token key masked            | next-token loss on natural text |
 | streaming                             | the head sees only sinks + recent W   | next-token loss on long natural text |
+| safety                                | the scan's ablation (query * eps, ...) | mean first-token refusal log-odds on held-out harmful prompts |
 
 Previous-token heads are the first half of the induction circuit (Olsson et al. 2022), so they
 are checked on the same behaviour; duplicate-token heads are checked there too (a weaker claim).
@@ -233,6 +234,7 @@ def streaming_behaviour(model: Model, scores: HeadScores, n_prompts: int, max_to
 
 DEFAULT_SIZES = {  # (n_prompts, max_tokens) per behaviour; small: a check, not a benchmark
     "induction": (8, 128), "sink": (4, 256), "streaming": (2, 512), "retrieval": (5, None),
+    "safety": (16, None),
 }
 
 
@@ -244,6 +246,8 @@ def behaviour_for(model: Model, scores: HeadScores, ablation: str, n_prompts: in
         return induction_behaviour(model, ablation, n_prompts or n, max_tokens or t, seed, prompts=prompts)
     if name == "retrieval":
         return retrieval_behaviour(model, scores, ablation, n_prompts or DEFAULT_SIZES["retrieval"][0], prompts)
+    if name == "safety":
+        return safety_behaviour(model, scores, n_prompts or DEFAULT_SIZES["safety"][0], prompts)
     tokens = None
     if prompts is not None:
         from interp.heads.base import as_prompt_set
@@ -256,7 +260,18 @@ def behaviour_for(model: Model, scores: HeadScores, ablation: str, n_prompts: in
         n, t = DEFAULT_SIZES["streaming"]
         return streaming_behaviour(model, scores, n_prompts or n, max_tokens or t, tokens)
     raise InvalidInput(f"no causal check is defined for detector {name!r}; checks exist for "
-                       f"{', '.join(INDUCTION_FAMILY + ('retrieval', 'sink', 'streaming'))}")
+                       f"{', '.join(INDUCTION_FAMILY + ('retrieval', 'sink', 'streaming', 'safety'))}")
+
+
+def safety_behaviour(model: Model, scores: HeadScores, n_prompts: int, prompts=None) -> Behaviour:
+    """Refusal on held-out harmful chat prompts, heads ablated the way the scan ablated them
+    (the first-token metric; `interp safety` adds the generation-based rate and random draws)."""
+    from interp.heads.safety import refusal_measure
+
+    measure, n, intervention = refusal_measure(model, scores, n_prompts, prompts)
+    # higher log-odds = more refusal, so "worse" (less refusal) is a drop, as for recall
+    return Behaviour("refusal of held-out harmful prompts", "refusal_logodds", "top_k_hurts_more",
+                     measure, n, intervention)
 
 
 def random_heads(model: Model, k: int, exclude: list[tuple[int, int]], n_draws: int, seed: int) -> list[list[tuple[int, int]]]:

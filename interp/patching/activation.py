@@ -19,6 +19,7 @@ forwards of 64 rows that also skip the blocks below each row's patch.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from collections.abc import Callable
 
 import torch
@@ -32,9 +33,9 @@ from interp.patching.components import (
     default_positions,
     position_table,
 )
-from interp.patching.metrics import MetricTargets, normalize, resolve_metric
+from interp.patching.metrics import MetricTargets, resolve_metric
 from interp.patching.prompts import validate
-from interp.patching.results import PatchResult
+from interp.patching.results import PatchResult, sweep_result
 from interp.patching.runner import (
     as_resid_cache,
     expand_rows,
@@ -78,6 +79,41 @@ def metric_targets(prompts: PromptSet, clean_logits: torch.Tensor) -> MetricTarg
     return MetricTargets(prompts.answers, prompts.wrong_answers, clean_logits)
 
 
+@dataclass
+class SweepSetup:
+    """What activation and attribution patching share before they differ: the component, the
+    metric, the layers and positions swept, and which run is the source of patched values."""
+
+    comp: Component
+    metric_name: str
+    metric_fn: Callable
+    layers: list[int]
+    positions: object
+    labels_pos: list | None          # position names, or None: all positions at once
+    table: torch.Tensor | None       # [n_prompts, n_pos] token index of each named position
+    names: list[str]                 # the component's hook name per swept layer
+    source_tokens: TokenBatch        # the run patched values come from
+    target_tokens: TokenBatch        # the run they are patched into
+
+
+def prepare_sweep(model: Model, prompts: PromptSet, component: str, metric, direction: str,
+                  positions, layers) -> SweepSetup:
+    """Validate a sweep's arguments (clear errors) and resolve them; see `activation_patch`."""
+    validate(prompts)
+    if direction not in DIRECTIONS:
+        raise InvalidInput(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    comp = get_component(component)
+    metric_name, metric_fn = resolve_metric(metric)
+    layers = check_layers(model, layers)
+    if positions == "default":
+        positions = default_positions(comp, prompts)
+    labels_pos, table = (None, None) if positions is None else position_table(prompts, positions)
+    source_tokens, target_tokens = ((prompts.tokens, prompts.corrupted) if direction == "denoise"
+                                    else (prompts.corrupted, prompts.tokens))
+    return SweepSetup(comp, metric_name, metric_fn, layers, positions, labels_pos, table,
+                      [comp.hook_name(layer) for layer in layers], source_tokens, target_tokens)
+
+
 def activation_patch(
     model: Model,
     prompts: PromptSet,
@@ -98,19 +134,10 @@ def activation_patch(
     ("layer",) / ("layer", "position"); values 0 = corrupted, 1 = clean.
     """
     start = time.perf_counter()
-    validate(prompts)
-    if direction not in DIRECTIONS:
-        raise InvalidInput(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    comp = get_component(component)
-    metric_name, metric_fn = resolve_metric(metric)
-    layers = check_layers(model, layers)
-    if positions == "default":
-        positions = default_positions(comp, prompts)
-    labels_pos, table = (None, None) if positions is None else position_table(prompts, positions)
-
-    source_tokens, target_tokens = ((prompts.tokens, prompts.corrupted) if direction == "denoise"
-                                    else (prompts.corrupted, prompts.tokens))
-    names = [comp.hook_name(layer) for layer in layers]
+    sweep = prepare_sweep(model, prompts, component, metric, direction, positions, layers)
+    comp, metric_name, metric_fn, layers = sweep.comp, sweep.metric_name, sweep.metric_fn, sweep.layers
+    positions, labels_pos, table, names = sweep.positions, sweep.labels_pos, sweep.table, sweep.names
+    source_tokens, target_tokens = sweep.source_tokens, sweep.target_tokens
     source_logits, source_cache = final_logits_and_cache(model, source_tokens, names)
     target_logits, target_cache = final_logits_and_cache(model, target_tokens,
                                                          resid_names(l for l in layers if l > 0))
@@ -140,21 +167,11 @@ def activation_patch(
                        start_layers=cell_layer[cell_index], resid_cache=resid,
                        batch_size=batch_size, progress=progress)
     raw = per_row.reshape(-1, len(prompts)).mean(dim=1)
-    shape, axes, labels = [len(layers)], ["layer"], {"layer": layers}
-    if comp.unit_axis is not None:
-        shape.append(n_units)
-        axes.append(comp.unit_axis)
-        labels[comp.unit_axis] = list(range(n_units))
-    if table is not None:
-        shape.append(n_pos)
-        axes.append("position")
-        labels["position"] = labels_pos
-    raw = raw.reshape(shape)
-    return PatchResult(
-        values=normalize(raw, clean_value, corrupted_value), axes=tuple(axes), labels=labels,
+    return sweep_result(
+        raw, layers, comp.unit_axis, n_units, labels_pos,
         metric=metric_name, clean=clean_value, corrupted=corrupted_value, method="activation",
         component=comp.name, direction=direction, model_id=model.model_id,
-        prompt_hash=prompts.hash, raw=raw, seconds=time.perf_counter() - start,
+        prompt_hash=prompts.hash, seconds=time.perf_counter() - start,
         params={"n_prompts": len(prompts), "positions": _jsonable(positions),
                 "layers": layers, "batch_size": batch_size,
                 "tokens": model.to_str_tokens(prompts.tokens.token_lists()[0])},

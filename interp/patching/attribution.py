@@ -26,16 +26,10 @@ import torch
 
 from interp.errors import InvalidInput
 from interp.models import Model
-from interp.patching.activation import DIRECTIONS, activation_patch, final_logits_and_cache, metric_targets
-from interp.patching.components import (
-    check_layers,
-    component as get_component,
-    default_positions,
-    position_table,
-)
+from interp.patching.activation import activation_patch, final_logits_and_cache, metric_targets, prepare_sweep
 from interp.patching.metrics import normalize, resolve_metric
 from interp.patching.prompts import validate
-from interp.patching.results import PatchResult
+from interp.patching.results import PatchResult, sweep_result
 from interp.patching.runner import forward_final_logits
 from interp.tasks.base import PromptSet
 
@@ -56,19 +50,10 @@ def attribution_patch(
     Returns a PatchResult (method "attribution") with the same axes and normalization.
     """
     start = time.perf_counter()
-    validate(prompts)
-    if direction not in DIRECTIONS:
-        raise InvalidInput(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    comp = get_component(component)
-    metric_name, metric_fn = resolve_metric(metric)
-    layers = check_layers(model, layers)
-    if positions == "default":
-        positions = default_positions(comp, prompts)
-    labels_pos, table = (None, None) if positions is None else position_table(prompts, positions)
-    names = [comp.hook_name(layer) for layer in layers]
-
-    source_tokens, target_tokens = ((prompts.tokens, prompts.corrupted) if direction == "denoise"
-                                    else (prompts.corrupted, prompts.tokens))
+    sweep = prepare_sweep(model, prompts, component, metric, direction, positions, layers)
+    comp, metric_name, metric_fn, layers = sweep.comp, sweep.metric_name, sweep.metric_fn, sweep.layers
+    positions, labels_pos, table, names = sweep.positions, sweep.labels_pos, sweep.table, sweep.names
+    source_tokens, target_tokens = sweep.source_tokens, sweep.target_tokens
     source_logits, source_cache = final_logits_and_cache(model, source_tokens, names)
     if progress:
         progress(0.3, "source run cached")
@@ -140,21 +125,11 @@ def attribution_patch(
     target_value = target_metric_total / n
 
     raw = target_value + contributions.sum(dim=1)  # [layer, unit, pos]
-    shape, axes, labels = [len(layers)], ["layer"], {"layer": layers}
-    if per_unit:
-        shape.append(n_units)
-        axes.append(comp.unit_axis)
-        labels[comp.unit_axis] = list(range(n_units))
-    if table is not None:
-        shape.append(n_pos)
-        axes.append("position")
-        labels["position"] = labels_pos
-    raw = raw.reshape(shape)
-    return PatchResult(
-        values=normalize(raw, clean_value, corrupted_value), axes=tuple(axes), labels=labels,
+    return sweep_result(
+        raw, layers, comp.unit_axis if per_unit else None, n_units, labels_pos,
         metric=metric_name, clean=clean_value, corrupted=corrupted_value, method="attribution",
         component=comp.name, direction=direction, model_id=model.model_id,
-        prompt_hash=prompts.hash, raw=raw, seconds=time.perf_counter() - start,
+        prompt_hash=prompts.hash, seconds=time.perf_counter() - start,
         params={"n_prompts": n, "positions": positions if positions is None or isinstance(positions, str)
                 else list(positions), "layers": layers, "batch_size": batch_size},
     )

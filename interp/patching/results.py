@@ -148,6 +148,28 @@ class PatchResult:
         return cls.from_json(record.result)
 
 
+def sweep_result(raw: torch.Tensor, layers: list[int], unit_axis: str | None, n_units: int,
+                 position_labels: list | None, **fields) -> PatchResult:
+    """A PatchResult from a sweep's raw metric per cell, cells in (layer, unit, position) order:
+    [layer] + [unit_axis] when the component has units + [position] when positions were named.
+    `fields` are the rest of PatchResult's (metric, clean, corrupted, method, ...); values are
+    `raw` normalized by clean and corrupted."""
+    from interp.patching.metrics import normalize
+
+    shape, axes, labels = [len(layers)], ["layer"], {"layer": layers}
+    if unit_axis is not None:
+        shape.append(n_units)
+        axes.append(unit_axis)
+        labels[unit_axis] = list(range(n_units))
+    if position_labels is not None:
+        shape.append(len(position_labels))
+        axes.append("position")
+        labels["position"] = position_labels
+    raw = raw.reshape(shape)
+    return PatchResult(values=normalize(raw, fields["clean"], fields["corrupted"]),
+                       axes=tuple(axes), labels=labels, raw=raw, **fields)
+
+
 def _unravel(index: int, shape) -> list[int]:
     coordinates = []
     for size in reversed(shape):

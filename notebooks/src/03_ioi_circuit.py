@@ -23,7 +23,8 @@ import plotly.graph_objects as go
 import torch
 
 import interp
-from circuits import DiscoveryConfig, discover_ioi_circuit, faithfulness, random_baseline, template_means
+from circuits.evaluate import faithfulness, random_baseline, template_means
+from circuits.ioi import DiscoveryConfig, discover_ioi_circuit
 from interp.patching import activation_patch
 from interp.patching.activation import final_logits_and_cache
 from interp.patching.attribution import attribution_patch, correlation
@@ -72,15 +73,16 @@ exact.top(6, by_magnitude=True)
 
 # %% [markdown]
 # ## Discovering the circuit
-# Level 1 path-patches every head straight into the logits (name movers lower the logit
-# difference when corrupted, negative name movers raise it); level 2 path-patches every head
-# into the name movers' inputs. Roles come from each head's signature attention (END -> S2:
-# S-inhibition, S2 -> S1+1: induction, S2 -> S1: duplicate token). Each level screens all heads
-# with a first-order estimate and verifies the strongest with exact path patching. Two levels
-# and 8 prompts keep this quick; `interp circuit` runs all four levels on more prompts.
+# Wang et al.'s method, backwards from the logits: level 1 path-patches every head straight into
+# the logits (name movers lower the logit difference when corrupted, negative name movers raise
+# it); level 2 into the name movers' queries at END (S-inhibition heads); level 3 into the
+# S-inhibition heads' values at S2 (induction heads attend S2 -> S1+1, duplicate-token heads
+# S2 -> S1); level 4 into the induction heads' keys at S1+1 (previous-token heads). Each level
+# screens all heads with a first-order estimate and verifies the strongest with exact path
+# patching. 8 prompts keep this quick; `interp circuit` uses more.
 
 # %%
-config = DiscoveryConfig(n_prompts=8, screen_k=8, levels=2, evaluate=False, edges=False)
+config = DiscoveryConfig(n_prompts=8, screen_k=8, evaluate=False, edges=False)
 circuit, stages = discover_ioi_circuit(model, config)
 print(circuit.summary())
 {f"{c.layer}.{c.head}": circuit.evaluation["evidence"][f"{c.layer}.{c.head}"]["end->IO"]

@@ -8,7 +8,7 @@ from interp.heads import DETECTORS, get_detector, parse_detectors
 
 
 def test_registry_lists_every_detector_of_the_issue():
-    assert set(DETECTORS) == {"previous_token", "duplicate_token", "induction", "sink", "retrieval", "streaming"}
+    assert set(DETECTORS) == {"previous_token", "duplicate_token", "induction", "sink", "retrieval", "streaming", "safety"}
 
 
 def test_unknown_detector_lists_the_valid_ones():

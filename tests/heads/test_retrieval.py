@@ -1,7 +1,6 @@
 """Retrieval heads on real SmolLM2 weights: the streamed argmax scoring equals the reference
 procedure computed from full attention patterns; needle prompts and their errors."""
 
-import dataclasses
 
 import pytest
 import torch

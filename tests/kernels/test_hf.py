@@ -177,7 +177,7 @@ def test_smollm2_matches_eager_and_edits_generate(smol_model):
     sinks = tuple((int(i),) for i in first_real)
     edit = AttentionEdit((SinkCalibration(heads=[(l, h) for l in range(2, 12) for h in range(9)],
                                           sink_positions=sinks, beta=0.4),))
-    gen = dict(max_new_tokens=8, do_sample=False, output_scores=True,
+    gen = dict(max_new_tokens=4, do_sample=False, output_scores=True,
                return_dict_in_generate=True, pad_token_id=tok.pad_token_id or 0)
     with torch.no_grad():
         plain = model.generate(ids, attention_mask=mask, **gen)
@@ -218,7 +218,7 @@ def test_gemma3_matches_eager_beyond_the_sliding_window(gemma_model):
     model = gemma_model.hf_model
     model.set_attn_implementation("eager")
     window = model.config.sliding_window
-    ids = torch.randint(10, 5000, (1, window + 40), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(10, 5000, (1, window + 8), generator=torch.Generator().manual_seed(0))
     ids[:, 0] = gemma_model.tokenizer.bos_token_id
     # the prefill's last position sees every earlier error; the decode steps run past the
     # window with the sliding cache dropping keys

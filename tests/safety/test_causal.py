@@ -44,3 +44,25 @@ def test_top_ships_head_lowers_refusal_on_held_out_prompts(qwen, refused, calibr
     with head_ablation(qwen, [top], METHOD):
         ablated = greedy_generate(qwen, harmless, max_new_tokens=calibration.new_tokens)
     assert ablated.token_ids == calibration.harmless_replies.token_ids
+
+
+def test_safety_detector_from_the_registry_and_its_generic_check(qwen, refused, calibration):
+    """`interp scan MODEL --detectors safety --verify K` path: the registry's detector scores the
+    heads, and `interp.heads.verify` measures refusal log-odds on held-out prompts with the top
+    head vs random heads ablated, using the refusal tokens stored with the scan."""
+    from interp.heads import get_detector, verify
+    from interp.heads.safety import refusal_tokens_of
+
+    train = safety_prompt_set(qwen, refused[:2], "harmful")
+    scores = get_detector("safety").scan(qwen, prompts=train,
+                                         params={"layers": str(LAYER), "method": METHOD})
+    assert scores.detector == "safety" and scores.params["method"] == METHOD
+    assert tuple(scores.scores.shape) == (qwen.n_layers, qwen.n_heads)
+    assert scores.scores[LAYER].gt(0).all() and scores.scores[LAYER + 1].eq(0).all()
+    scores.info["refusal_tokens"] = calibration.tokens.to_json()   # as `interp safety` stores them
+    assert refusal_tokens_of(qwen, scores).refusal == calibration.tokens.refusal
+
+    result = verify(qwen, scores, k=1, n_random=2, prompts=refused[2:5])
+    assert result["behaviour"] == "refusal of held-out harmful prompts" and result["n_prompts"] == 3
+    assert result["heads"] == [[LAYER, int(scores.scores[LAYER].argmax())]]
+    assert result["top_k_effect"] > 0.1 and result["top_k_effect"] > result["random_k_effect"], result
