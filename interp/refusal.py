@@ -155,6 +155,16 @@ class RefusalTokens:
         return {"refusal": describe(self.refusal), "compliance": describe(self.compliance),
                 "n_refusals": self.n_refusals, "n_compliant": self.n_compliant}
 
+    @classmethod
+    def from_json(cls, data: dict) -> "RefusalTokens":
+        """The inverse of `to_json` (tokens that began as many refusals as compliant replies,
+        which belong to neither list, are not kept)."""
+        described = data["refusal"] + data["compliance"]
+        return cls([t["id"] for t in data["refusal"]], [t["id"] for t in data["compliance"]],
+                   {t["id"]: [t["refusal_starts"], t["compliant_starts"]] for t in described},
+                   {t["id"]: t["token"] for t in described},
+                   data.get("n_refusals", 0), data.get("n_compliant", 0))
+
 
 def calibrate_refusal_tokens(model: Model, harmful: PromptSet | list[str],
                              harmless: PromptSet | list[str] | None = None,

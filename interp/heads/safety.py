@@ -723,12 +723,7 @@ def refusal_tokens_of(model: Model, scores: HeadScores, calibration: int = 8,
 
     stored = scores.info.get("refusal_tokens")
     if stored:
-        return RefusalTokens([t["id"] for t in stored["refusal"]],
-                             [t["id"] for t in stored["compliance"]],
-                             {t["id"]: [t["refusal_starts"], t["compliant_starts"]]
-                              for t in stored["refusal"] + stored["compliance"]},
-                             {t["id"]: t["token"] for t in stored["refusal"] + stored["compliance"]},
-                             stored.get("n_refusals", 0), stored.get("n_compliant", 0))
+        return RefusalTokens.from_json(stored)
     harmful = safety_prompt_set(model, default_instructions("harmful")[-calibration:], "harmful")
     harmless = safety_prompt_set(model, default_instructions("harmless")[-calibration:], "harmless")
     return calibrate_refusal_tokens(model, harmful, harmless, max_new_tokens)

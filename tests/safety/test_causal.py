@@ -60,7 +60,8 @@ def test_safety_detector_from_the_registry_and_its_generic_check(qwen, refused, 
     assert tuple(scores.scores.shape) == (qwen.n_layers, qwen.n_heads)
     assert scores.scores[LAYER].gt(0).all() and scores.scores[LAYER + 1].eq(0).all()
     scores.info["refusal_tokens"] = calibration.tokens.to_json()   # as `interp safety` stores them
-    assert refusal_tokens_of(qwen, scores).refusal == calibration.tokens.refusal
+    stored = refusal_tokens_of(qwen, scores)       # the stored tokens, not freshly calibrated
+    assert (stored.refusal, stored.compliance) == (calibration.tokens.refusal, calibration.tokens.compliance)
 
     result = verify(qwen, scores, k=1, n_random=2, prompts=refused[2:5])
     assert result["behaviour"] == "refusal of held-out harmful prompts" and result["n_prompts"] == 3

@@ -101,3 +101,13 @@ def test_a_model_that_refuses_nothing_is_a_clear_error(smollm2):
                                 "harmful")
     with pytest.raises(InvalidInput, match="refused none"):
         calibrate_refusal_tokens(smollm2, harmful, None, max_new_tokens=8)
+
+
+def test_refusal_tokens_round_trip_through_json():
+    from interp.refusal import RefusalTokens
+
+    tokens = RefusalTokens([40, 7], [9], {40: [3, 0], 7: [2, 1], 9: [0, 4], 5: [1, 1]},
+                           {40: "I", 7: "As", 9: "Here", 5: "The"}, 6, 6)
+    back = RefusalTokens.from_json(tokens.to_json())
+    assert (back.refusal, back.compliance, back.n_refusals, back.n_compliant) == ([40, 7], [9], 6, 6)
+    assert back.counts == {40: [3, 0], 7: [2, 1], 9: [0, 4]} and back.strings[7] == "As"
