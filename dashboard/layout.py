@@ -91,6 +91,9 @@ def verify_text(verify: dict) -> str:
         text = (f"{verify.get('behaviour', '')} ({verify.get('metric', '')}): baseline "
                 f"{number(verify['baseline'])}, top-{k} {number(verify['top_k'])}, random-{k} "
                 f"mean {number(verify['random_k_mean'])}; effect ratio {number(verify.get('ratio'))}")
-        return text + (f" (claim: {verify['claim']})" if verify.get("claim") else "")
+        if verify.get("claim"):
+            verdict = {True: ", holds", False: ", does not hold"}.get(verify.get("claim_holds"), "")
+            text += f" (claim: {verify['claim']}{verdict})"
+        return text
     return ", ".join(f"{k} = {number(v)}" for k, v in verify.items()
                      if isinstance(v, (int, float, str)) or v is None)

@@ -1,9 +1,12 @@
 """Scan every head of a model with one or more detectors, optionally verify the top heads
 causally, store the results (one run of kind "scan") and print the top heads.
 
-Detectors: previous_token, duplicate_token, induction, sink, retrieval, streaming.
+Detectors: previous_token, duplicate_token, induction, sink, retrieval, streaming, safety
+(safety needs a model that refuses, e.g. qwen2.5-coder-0.5b-instruct; `interp safety` runs the
+whole Ships/Sahara analysis with both refusal metrics).
 
   interp scan smollm2-135m --detectors induction,sink --verify 5
+  interp scan qwen2.5-coder-0.5b-instruct --detectors safety --verify 3
   interp scan smollm2-135m --detectors retrieval --max-tokens 2000 --json scan.json
   interp scan smollm2-135m --detectors streaming --param streaming.windows=64,256
 
@@ -129,7 +132,8 @@ def _summary(scores) -> list[str]:
         ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}"
         lines.append(f"verify ({v['behaviour']}, {v['intervention']}): baseline {v['baseline']:.4f}, "
                      f"top-{v['k']} {v['top_k']:.4f}, random-{v['k']} mean {v['random_k_mean']:.4f} "
-                     f"(draws {', '.join(f'{x:.4f}' for x in v['random_k'])}); effect ratio {ratio}")
+                     f"(draws {', '.join(f'{x:.4f}' for x in v['random_k'])}); effect ratio {ratio}; "
+                     f"claim {v['claim']} {'holds' if v.get('claim_holds') else 'does NOT hold'}")
     return lines
 
 

@@ -643,30 +643,33 @@ def rank_refused(model: Model, prompts: PromptSet, tokens: RefusalTokens) -> lis
     return [i for i in order if greedy_refuses[i]]
 
 
-def safety_analysis(model: Model, harmful: list[str] | None = None,
-                    harmless: list[str] | None = None, harmful_test: list[str] | None = None,
-                    harmless_test: list[str] | None = None, n_calibration: int = 8,
-                    n_train: int = 16, n_test: int = 16, seed: int = 0,
-                    method: str = "query_scale", eps: float = 1e-5, sahara_steps: int = 3,
-                    sahara_candidates: int | None = None, ks=(1, 3), n_random: int = 2,
-                    max_new_tokens: int = 24, run_verify: bool = True, batch_size: int = 16,
-                    layers: list[int] | None = None, n_pool: int | None = None,
-                    progress=None) -> HeadScores:
-    """Ships + Sahara on harmful prompts the model refuses, then the causal check.
+@dataclass
+class RefusalSplits:
+    """Disjoint harmful/harmless splits and what calibration found (see `select_refusing`)."""
+
+    tokens: RefusalTokens
+    train: PromptSet              # harmful prompts the model starts refusing, most confident first
+    harmful_test: list[str]
+    harmless_test: list[str]
+    selection: str                # how `train` was chosen, in words
+
+
+def select_refusing(model: Model, harmful: list[str], harmless: list[str],
+                    harmful_test: list[str] | None = None, harmless_test: list[str] | None = None,
+                    n_calibration: int = 8, n_train: int = 16, n_test: int = 16, seed: int = 0,
+                    max_new_tokens: int = 24, batch_size: int = 16,
+                    n_pool: int | None = None) -> RefusalSplits:
+    """Steps 1-2 of the analysis: calibrate refusal tokens, then pick training prompts.
 
     1. Calibration split (harmful + harmless): greedy replies -> refusal/compliance tokens.
     2. Training prompts: harmful instructions (disjoint from calibration and test) whose greedy
        reply starts with a refusal token; the `n_train` most confident (highest log-odds), so the
        next-token distribution Ships compares is mostly the refusal decision.
-    3. `detect` on them (Ships, Sahara; `layers` restricts the scan), 4. `verify` on held-out
-       harmful/harmless prompts.
-    harmful/harmless default to the project's own sets; *_test default to a split of them.
-    n_pool: harmful instructions screened for step 2 (default 4 * n_train; each costs a forward).
+    *_test default to splits of harmful/harmless. n_pool: harmful instructions screened for
+    step 2 (default 4 * n_train, at most what is left; each costs a forward).
     """
-    from interp.tasks.safety import default_instructions, safety_prompt_set, split_instructions
+    from interp.tasks.safety import safety_prompt_set, split_instructions
 
-    harmful = default_instructions("harmful") if harmful is None else harmful
-    harmless = default_instructions("harmless") if harmless is None else harmless
     sizes = {"calibration": n_calibration}
     if harmful_test is None:
         sizes["test"] = n_test
@@ -679,9 +682,7 @@ def safety_analysis(model: Model, harmful: list[str] | None = None,
         sizes["test"] = n_test
     harmless_split = split_instructions(harmless, sizes, seed)
     harmless_test = harmless_split.get("test", harmless_test)[:n_test]
-    report = progress or (lambda f, m: None)
 
-    report(0.0, "calibrating refusal tokens on the model's own replies")
     tokens = calibrate_refusal_tokens(
         model, safety_prompt_set(model, harmful_split["calibration"], "harmful"),
         safety_prompt_set(model, harmless_split["calibration"], "harmless"),
@@ -694,21 +695,49 @@ def safety_analysis(model: Model, harmful: list[str] | None = None,
                            "harmful training prompts; Ships/Sahara need at least 2: give more "
                            "harmful prompts or use a model that refuses")
     train = safety_prompt_set(model, [harmful_split["pool"][i] for i in chosen], "harmful")
+    selection = (f"the {len(chosen)} most confident of the {len(refusing)} refusals (greedy first "
+                 f"token) among {len(pool)} pool prompts")
+    return RefusalSplits(tokens, train, harmful_test, harmless_test, selection)
+
+
+def safety_analysis(model: Model, harmful: list[str] | None = None,
+                    harmless: list[str] | None = None, harmful_test: list[str] | None = None,
+                    harmless_test: list[str] | None = None, n_calibration: int = 8,
+                    n_train: int = 16, n_test: int = 16, seed: int = 0,
+                    method: str = "query_scale", eps: float = 1e-5, sahara_steps: int = 3,
+                    sahara_candidates: int | None = None, ks=(1, 3), n_random: int = 2,
+                    max_new_tokens: int = 24, run_verify: bool = True, batch_size: int = 16,
+                    layers: list[int] | None = None, n_pool: int | None = None,
+                    progress=None) -> HeadScores:
+    """Ships + Sahara on harmful prompts the model refuses, then the causal check.
+
+    1-2. `select_refusing`: refusal tokens from a calibration split, training prompts the model
+    refuses. 3. `detect` on them (Ships, Sahara; `layers` restricts the scan), 4. `verify` on
+    held-out harmful/harmless prompts (both refusal metrics, top-k vs random-k).
+    harmful/harmless default to the project's own sets; *_test default to a split of them.
+    """
+    from interp.tasks.safety import default_instructions, safety_prompt_set
+
+    harmful = default_instructions("harmful") if harmful is None else harmful
+    harmless = default_instructions("harmless") if harmless is None else harmless
+    report = progress or (lambda f, m: None)
+    report(0.0, "calibrating refusal tokens on the model's own replies")
+    splits = select_refusing(model, harmful, harmless, harmful_test, harmless_test, n_calibration,
+                             n_train, n_test, seed, max_new_tokens, batch_size, n_pool)
     scan_share = 0.6 if run_verify else 1.0
-    scores = detect(model, train, method, eps, sahara_steps, 1, layers, tokens,
+    scores = detect(model, splits.train, method, eps, sahara_steps, 1, layers, splits.tokens,
                     progress=lambda f, m: report(0.05 + (scan_share - 0.05) * f, m),
                     sahara_candidates=sahara_candidates)
     scores.info.update({
-        "train_instructions": [m["instruction"] for m in train.metadata],
-        "train_selection": f"the {len(chosen)} most confident of the {len(refusing)} refusals "
-                           f"(greedy first token) among {len(pool)} pool prompts",
-        "n_calibration": n_calibration, "seed": seed,
+        "train_instructions": [m["instruction"] for m in splits.train.metadata],
+        "test_instructions": splits.harmful_test,
+        "train_selection": splits.selection, "n_calibration": n_calibration, "seed": seed,
     })
     if run_verify:
         scores.verify = verify(
-            model, scores, safety_prompt_set(model, harmful_test, "harmful"),
-            safety_prompt_set(model, harmless_test, "harmless"), tokens, ks, n_random, seed,
-            method, eps, max_new_tokens, batch_size,
+            model, scores, safety_prompt_set(model, splits.harmful_test, "harmful"),
+            safety_prompt_set(model, splits.harmless_test, "harmless"), splits.tokens, ks,
+            n_random, seed, method, eps, max_new_tokens, batch_size,
             progress=lambda f, m: report(scan_share + (1 - scan_share) * f, m))
     return scores
 
@@ -732,12 +761,15 @@ def refusal_tokens_of(model: Model, scores: HeadScores, calibration: int = 8,
 def refusal_measure(model: Model, scores: HeadScores, n_prompts: int, prompts=None,
                     calibration: int = 8):
     """(heads -> mean first-token refusal log-odds on held-out harmful prompts with those heads
-    ablated the scan's way, the prompt count). Held out: the default harmful instructions after
-    the scan's `n_prompts` and before the calibration ones, unless `prompts` are given."""
+    ablated the scan's way, the prompt count, the intervention in words). Held out: `prompts`
+    if given, else the scan's own test split (`info["test_instructions"]`), else the default
+    harmful instructions after the scan's `n_prompts` and before the calibration ones."""
     from interp.tasks.safety import default_instructions, safety_prompt_set
 
     tokens = refusal_tokens_of(model, scores, calibration)
-    if prompts is None:
+    if prompts is None and scores.info.get("test_instructions"):
+        prompts = safety_prompt_set(model, scores.info["test_instructions"][:n_prompts], "harmful")
+    elif prompts is None:
         trained = int(scores.params.get("n_prompts", 16))
         held_out = default_instructions("harmful")[trained:-calibration][:n_prompts]
         if not held_out:
@@ -760,7 +792,8 @@ def refusal_measure(model: Model, scores: HeadScores, n_prompts: int, prompts=No
 # ---- registry entry ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SafetyParams:
-    n_prompts: int = param(16, "harmful prompts from the project's default set (default prompts only)")
+    n_prompts: int = param(16, "training prompts (default prompts only): the most confident refusals "
+                           "among the project's harmful set, chosen by the model's own replies")
     method: str = param("query_scale", "head ablation: query*eps (paper), query:=mean over heads, "
                         "output zeroed or mean", choices=ABLATIONS)
     eps: float = param(1e-5, "query scale of the query_scale ablation (the paper's epsilon)")
@@ -781,17 +814,28 @@ class SafetyDetector(Detector):
     def scan(self, model: Model, prompts: Prompts = None, params: SafetyParams | None = None,
              progress: Progress | None = None) -> HeadScores:
         params = params if isinstance(params, SafetyParams) else self.make_params(params)
+        splits = None
         if prompts is None:
-            from interp.tasks.safety import default_instructions, safety_prompt_set
+            # The paper's Ships is about the refusal decision: score on harmful prompts this
+            # model refuses, chosen by its own replies (as `interp safety` does).
+            from interp.tasks.safety import default_instructions
 
-            prompts = safety_prompt_set(
-                model, default_instructions("harmful")[:params.n_prompts], "harmful")
+            report = progress or (lambda f, m: None)
+            report(0.0, "calibrating refusal tokens on the model's own replies")
+            splits = select_refusing(model, default_instructions("harmful"),
+                                     default_instructions("harmless"), n_train=params.n_prompts,
+                                     n_test=8)
+            prompts = splits.train
         prompt_set = as_prompt_set(model, prompts, self.name)
         check_context(model, prompt_set)
         scores = detect(model, prompt_set, params.method, params.eps, params.sahara_steps, 1,
-                        list(params.layers) or None, progress=progress,
-                        sahara_candidates=params.sahara_candidates or None,
+                        list(params.layers) or None, None if splits is None else splits.tokens,
+                        progress=progress, sahara_candidates=params.sahara_candidates or None,
                         rows_per_forward=params.rows_per_forward)
+        if splits is not None:
+            scores.info.update({"train_instructions": [m["instruction"] for m in splits.train.metadata],
+                                "test_instructions": splits.harmful_test,
+                                "train_selection": splits.selection})
         scores.params = params_json(params)
         return scores
 

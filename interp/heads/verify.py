@@ -18,7 +18,8 @@ Previous-token heads are the first half of the induction circuit (Olsson et al. 
 are checked on the same behaviour; duplicate-token heads are checked there too (a weaker claim).
 
 `effect` = how much worse the behaviour got (loss up, recall down) than the baseline;
-`ratio` = top-k effect / mean random-k effect. For induction, retrieval and sink heads the claim
+`ratio` = top-k effect / mean random-k effect (None when random heads did not hurt), and
+`claim_holds` says whether the detector's claim held. For induction, retrieval and sink heads the claim
 is ratio >> 1. For streaming heads the claim is the opposite — they do not need the far context,
 so restricting them should hurt LESS than restricting random heads (ratio < 1); `claim` says
 which way each detector's ratio should go. Restricting a handful of heads moves the loss little
@@ -296,7 +297,8 @@ def verify(model: Model, scores: HeadScores, k: int = 5, ablation: str = "mean",
         of NeedleTest (retrieval; the first n_prompts are used), texts / TokenBatch (sink, streaming).
     Returns JSON-able: {"detector", "behaviour", "metric", "claim", "intervention", "k",
     "heads", "baseline", "top_k", "random_k" [per draw], "random_k_mean", "random_heads",
-    "top_k_effect", "random_k_effect", "ratio", "n_prompts"}.
+    "top_k_effect", "random_k_effect", "ratio" (None unless random heads hurt), "claim_holds",
+    "n_prompts"}.
     """
     if ablation not in METHODS:
         raise InvalidInput(f"ablation must be one of {METHODS}, got {ablation!r}")
@@ -325,7 +327,13 @@ def verify(model: Model, scores: HeadScores, k: int = 5, ablation: str = "mean",
     random_mean = sum(random_values) / len(random_values)
     top_effect = behaviour.effect(top_value, baseline)
     random_effect = behaviour.effect(random_mean, baseline)
-    ratio = top_effect / random_effect if random_effect != 0 else None
+    # A ratio of two effects only reads as "x times" when random heads did hurt; with both
+    # effects negative it would be positive and say nothing. `claim_holds` is the verdict.
+    ratio = top_effect / random_effect if random_effect > 0 else None
+    if behaviour.claim == "top_k_hurts_more":
+        claim_holds = top_effect > 0 and top_effect > random_effect
+    else:
+        claim_holds = top_effect < random_effect
     return {
         "detector": scores.detector, "behaviour": behaviour.name, "metric": behaviour.metric,
         "claim": behaviour.claim, "intervention": behaviour.intervention, "k": k,
@@ -336,5 +344,5 @@ def verify(model: Model, scores: HeadScores, k: int = 5, ablation: str = "mean",
         "random_heads": [[list(h) for h in draw] for draw in draws],
         "top_k_effect": top_effect, "random_k_effect": random_effect,
         "ratio": None if ratio is None or not math.isfinite(ratio) else ratio,
-        "n_prompts": behaviour.n_prompts, "seed": seed,
+        "claim_holds": bool(claim_holds), "n_prompts": behaviour.n_prompts, "seed": seed,
     }

@@ -25,7 +25,7 @@ def test_ablating_top_induction_heads_breaks_induction(smollm2, ablation):
     assert result["baseline"] < 4.0                 # the model does induct on the clean run
     assert top > 2.0                                # +2 nats on the second half
     assert top > 4 * max(random)
-    assert result["ratio"] > 4
+    assert result["ratio"] > 4 and result["claim_holds"]
     assert [tuple(h) for h in result["heads"]] == scores.top_heads(5)
     assert all(tuple(h) not in scores.top_heads(5) for draw in result["random_heads"] for h in draw)
 
@@ -47,7 +47,7 @@ def test_restricting_streaming_heads_to_sinks_and_window_barely_matters(smollm2)
     assert result["claim"] == "top_k_hurts_less"
     assert abs(top) < 0.01                           # streaming heads lose nothing they used
     assert min(random) > 0.02                        # 40 random heads do use the far context
-    assert result["ratio"] < 0.25
+    assert result["ratio"] < 0.25 and result["claim_holds"]
 
 
 def test_ablating_top_retrieval_heads_hurts_needle_recall_more(smollm2):
@@ -87,3 +87,38 @@ def test_verify_on_given_prompts(smollm2):
     prompts = repeated_tokens(smollm2, 2, half=20, seed=11)
     result = verify(smollm2, scores, k=3, ablation="zero", n_random=1, prompts=prompts)
     assert result["n_prompts"] == 2 and result["top_k_effect"] > result["random_k_effect"]
+
+
+@pytest.mark.parametrize("top, random, ratio, holds", [
+    (2.0, 0.5, 4.0, True),      # top heads hurt 4x more
+    (-0.4, -0.05, None, False),  # both helped: a positive "ratio" of 8 would be meaningless
+    (0.3, -0.1, None, True),     # top heads hurt, random ones did not: no ratio, claim holds
+    (0.2, 0.4, 0.5, False),
+])
+def test_ratio_and_verdict_do_not_read_two_improvements_as_an_effect(monkeypatch, top, random, ratio, holds):
+    """Behaviour measured as a loss: baseline 1.0, top-k 1.0 + top, every random draw 1.0 + random."""
+    import importlib
+
+    import torch
+
+    from interp.heads.verify import Behaviour
+
+    verify_module = importlib.import_module("interp.heads.verify")  # the package exports verify()
+    from interp.scores import HeadScores
+
+    class FakeModel:
+        n_layers, n_heads, name = 4, 3, "fake"
+
+    scores = HeadScores("induction", torch.arange(12.0).reshape(4, 3), "fake@0")
+    top_heads = scores.top_heads(2)
+
+    def measure(heads):
+        if not heads:
+            return 1.0
+        return 1.0 + (top if sorted(heads) == sorted(top_heads) else random)
+
+    monkeypatch.setattr(verify_module, "behaviour_for", lambda *a, **k: Behaviour(
+        "made-up loss", "loss", "top_k_hurts_more", measure, 1, "ablation of hook_z"))
+    result = verify_module.verify(FakeModel(), scores, k=2, n_random=2)
+    assert result["ratio"] == (None if ratio is None else pytest.approx(ratio))
+    assert result["claim_holds"] is holds

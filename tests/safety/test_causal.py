@@ -67,3 +67,26 @@ def test_safety_detector_from_the_registry_and_its_generic_check(qwen, refused, 
     assert result["behaviour"] == "refusal of held-out harmful prompts" and result["n_prompts"] == 3
     assert result["heads"] == [[LAYER, int(scores.scores[LAYER].argmax())]]
     assert result["top_k_effect"] > 0.1 and result["top_k_effect"] > result["random_k_effect"], result
+
+
+def test_safety_detector_default_prompts_are_refusals_and_its_check_is_held_out(qwen):
+    """Without prompts the detector does what `interp safety` does on the project's own sets:
+    calibrate refusal tokens on the model's replies, score on harmful prompts it refuses, keep a
+    disjoint test split; `verify` then checks on that split with the stored tokens. Layer 8
+    only, zero ablation: the issue's quick look found head 8.3 there."""
+    from interp.heads import get_detector, verify
+    from interp.heads.safety import first_token_refusal
+    from interp.refusal import RefusalTokens
+
+    scores = get_detector("safety").scan(qwen, params={"n_prompts": 4, "layers": str(LAYER),
+                                                        "method": METHOD})
+    info = scores.info
+    train, test = info["train_instructions"], info["test_instructions"]
+    assert 2 <= len(train) <= 4 and len(test) == 8 and not set(train) & set(test)
+    tokens = RefusalTokens.from_json(info["refusal_tokens"])
+    _, greedy_refuses = first_token_refusal(qwen, safety_prompt_set(qwen, train, "harmful"), tokens)
+    assert greedy_refuses.all()                       # trained on refusals only
+
+    result = verify(qwen, scores, k=1, n_random=3)
+    assert result["n_prompts"] == 8 and result["heads"] == [[LAYER, 3]]
+    assert result["claim_holds"] and result["top_k_effect"] > 0.1, result
