@@ -34,7 +34,7 @@ def run(model, receivers: str, args, store) -> tuple[dict, dict]:
     from interp.tasks.ioi import ioi_prompts
 
     config = DiscoveryConfig(n_prompts=args.n_prompts, screen_k=args.screen_k, receivers=receivers,
-                             max_heads=args.max_heads, evaluate=False)
+                             max_heads=args.max_heads, trim=args.trim, evaluate=False)
     start = time.perf_counter()
     circuit, stages = discover_ioi_circuit(
         model, config, progress=lambda f, m: print(f"  [{time.perf_counter() - start:.0f}s] {m}",
@@ -64,6 +64,7 @@ def run(model, receivers: str, args, store) -> tuple[dict, dict]:
     run_id = circuit.save(store, {f"stage-{k}": {"values": v.values} for k, v in stages.items()})
     row = {
         "model": model.name, "receivers": receivers, "budget": circuit.params["budget"],
+        "trim": args.trim,
         "heads": len(circuit),
         "of": model.n_total_heads, "share": f"{len(circuit) / model.n_total_heads:.1%}",
         "F_model": round(every["F_model"], 3), "F_circuit": round(every["F_circuit"], 3),
@@ -93,6 +94,7 @@ def main() -> None:
     parser.add_argument("--greedy-steps", type=int, default=2)
     parser.add_argument("--max-heads", type=int, default=None,
                         help="head budget (default 10%% of the model's heads)")
+    parser.add_argument("--trim", default="faithfulness", choices=["faithfulness", "effect"])
     parser.add_argument("--store", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
@@ -121,7 +123,8 @@ def main() -> None:
     # Keep earlier runs of other (model, receivers) pairs: models are benchmarked one at a time.
     saved = RESULTS / "ioi_circuit.json"
     if saved.is_file():
-        key = lambda d: (d["row"]["model"], d["row"]["receivers"], d["row"].get("budget"))  # noqa: E731
+        key = lambda d: (d["row"]["model"], d["row"]["receivers"], d["row"].get("budget"),  # noqa: E731
+                         d["row"].get("trim", "effect"))
         fresh = {key(d) for d in details}
         earlier = [d for d in json.loads(saved.read_text())["runs"] if key(d) not in fresh]
         details = earlier + details
@@ -129,14 +132,15 @@ def main() -> None:
     commands = sorted({d.get("command", command) for d in details})
     text = ["# IOI circuits: discovery and evaluation\n", f"Machine: {machine}. Commands: "
             + ", ".join(f"`{c}`" for c in commands) + "\n",
-            markdown_table(rows, ["model", "receivers", "budget", "heads", "of", "share", "F_model", "F_circuit",
+            markdown_table(rows, ["model", "receivers", "budget", "trim", "heads", "of", "share", "F_model", "F_circuit",
                                   "faithfulness", "faithfulness_role_pos", "random_mean", "random_std",
                                   "random_max", "max_incompleteness", "minimality_mean",
                                   "heads_above_1pct", "discovery_s", "evaluation_s"]),
             "\n## Roles -> heads\n"]
     for detail in details:
         row = detail["row"]
-        text.append(f"### {row['model']} ({row['receivers']} receivers, budget {row.get('budget')})\n")
+        text.append(f"### {row['model']} ({row['receivers']} receivers, budget {row.get('budget')}, "
+                    f"trim {row.get('trim', 'effect')})\n")
         text += [f"- {role}: {heads}" for role, heads in detail["roles"].items()]
         text.append("")
     RESULTS.mkdir(exist_ok=True)

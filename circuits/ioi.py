@@ -27,7 +27,10 @@ is clear). On SmolLM2 the paper's receivers give the smaller and more faithful c
 Every level screens all senders with `path_attribution` (one backward pass) and runs exact
 `path_patch` on the `screen_k` strongest; a head joins when its exact effect is at least
 `threshold` (fraction of the clean - corrupted gap) and `relative_threshold` of the level's
-strongest, within per-level caps and a total budget (default 10% of the model's heads). Edge
+strongest, within per-level caps and a total budget (default 10% of the model's heads; when
+the levels find more, `trim="faithfulness"` keeps the subset grown greedily to bring the
+circuit's logit difference closest to the model's on the discovery prompts, `"effect"` the
+strongest path-patching effects). Edge
 effects come from `path_attribution` per receiver input (first-order). The circuit is then
 evaluated on a separate prompt set (`circuits.evaluate`).
 """
@@ -64,6 +67,8 @@ class DiscoveryConfig:
     threshold: float = 0.02  # min |effect| to join (fraction of the clean - corrupted gap)
     relative_threshold: float = 0.1  # min |effect| relative to the stage's strongest
     max_heads: int | None = None  # default: 10% of the model's heads
+    trim: str = "faithfulness"  # over budget: keep heads grown by F(C) ("faithfulness") or the
+    # strongest path-patching effects ("effect")
     caps: dict = field(default_factory=lambda: {
         "name_mover": 6, "negative_name_mover": 3, "level2": 6, "level3": 6, "level4": 4})
     min_attention: float = 0.15  # signature attention needed to name a class by attention
@@ -74,6 +79,27 @@ class DiscoveryConfig:
     batch_size: int = 64
     evaluate: bool = True
     criteria: bool = True  # completeness and minimality too (the slow part of the evaluation)
+
+
+def _grow_by_faithfulness(model: Model, prompts: PromptSet, candidates: list[tuple[int, int]],
+                          budget: int, batch_size: int) -> list[tuple[int, int]]:
+    """Greedy forward selection on the discovery prompts: start empty and add, `budget` times,
+    the candidate that brings the circuit's logit difference F(C) (every head outside the set
+    mean-ablated, `circuits.evaluate`) closest to the model's F(M). Closest, not largest: a
+    circuit that beats the model by leaving out its negative name movers is not faithful.
+    Unlike a cut by path-patching effect, this keeps the lower levels a chain needs: their
+    effects are measured against the level above, not the logits, so they look small."""
+    from circuits.evaluate import ablated_metric, spec_of, template_means
+
+    means = template_means(model, prompts)
+    everything = spec_of((l, h) for l in range(model.n_layers) for h in range(model.n_heads))
+    f_model = float(ablated_metric(model, prompts, [everything], means, batch_size=batch_size)[0])
+    kept, left = [], list(candidates)
+    while len(kept) < budget and left:
+        values = ablated_metric(model, prompts, [spec_of(kept + [c]) for c in left], means,
+                                batch_size=batch_size)
+        kept.append(left.pop(int((values - f_model).abs().argmin())))
+    return kept
 
 
 def _top_senders(screen: PatchResult, k: int, exclude: set, sign: int = 0) -> list[tuple[int, int]]:
@@ -178,6 +204,10 @@ def discover_ioi_circuit(
     completeness, minimality) unless `config.evaluate` is False.
     """
     config = config or DiscoveryConfig()
+    if config.receivers not in ("paper", "all_inputs"):
+        raise InvalidInput(f"receivers must be 'paper' or 'all_inputs', got {config.receivers!r}")
+    if config.trim not in ("faithfulness", "effect"):
+        raise InvalidInput(f"trim must be 'faithfulness' or 'effect', got {config.trim!r}")
     budget = config.max_heads or max(1, model.n_total_heads // 10)
     started = time.perf_counter()
     notes: list[str] = []
@@ -221,8 +251,6 @@ def discover_ioi_circuit(
 
     # 2-4. Each level: senders -> the inputs of the previous level's heads.
     paper = config.receivers == "paper"
-    if config.receivers not in ("paper", "all_inputs"):
-        raise InvalidInput(f"receivers must be 'paper' or 'all_inputs', got {config.receivers!r}")
     previous = [h for h, _ in name_movers]
     stage_names = {2: "name_mover_inputs", 3: "level3_inputs", 4: "level4_inputs"}
     fallback = {2: "s_inhibition", 3: "induction", 4: "previous_token"}
@@ -258,8 +286,13 @@ def discover_ioi_circuit(
         else:
             previous = found_here
 
-    # Budget: keep the strongest heads if the stages found more than allowed.
+    # Budget: if the stages found more heads than allowed, keep `budget` of them (see `trim`).
     ordered = sorted(heads.values(), key=lambda c: -abs(c.score or 0.0))
+    if len(ordered) > budget and config.trim == "faithfulness":
+        log(f"budget {budget}: choosing {budget} of {len(ordered)} heads by faithfulness")
+        chosen = _grow_by_faithfulness(model, prompts, [(c.layer, c.head) for c in ordered],
+                                       budget, config.batch_size)
+        ordered = [heads[h] for h in chosen] + [c for c in ordered if (c.layer, c.head) not in chosen]
     kept = ordered[:budget]
     dropped = [f"{c.layer}.{c.head}" for c in ordered[budget:]]
     if dropped:

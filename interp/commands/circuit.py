@@ -40,6 +40,10 @@ def add_arguments(parser) -> None:
                         help="paper (default): name-mover queries at END, S-inhibition values at "
                              "S2, induction keys at S1+1; all_inputs: every input of the previous "
                              "level's heads, roles named by attention")
+    parser.add_argument("--trim", default="faithfulness", choices=["faithfulness", "effect"],
+                        help="when more heads are found than --max-heads allows, keep those grown "
+                             "greedily to bring the circuit's logit difference closest to the "
+                             "model's (default) or the strongest path-patching effects")
     parser.add_argument("--json", type=str, default=None, metavar="PATH",
                         help="also write the circuit as JSON to PATH ('-' prints it)")
 
@@ -55,7 +59,7 @@ def run(args) -> int:
         n_prompts=args.n_prompts, n_eval_prompts=args.n_eval_prompts, seed=args.seed,
         screen_k=args.screen_k, max_heads=args.max_heads, levels=args.levels, n_random=args.n_random,
         greedy_steps=args.greedy_steps, criteria=not args.skip_criteria,
-        receivers=args.receivers,
+        receivers=args.receivers, trim=args.trim,
     )
     store = Store(args.store)
     with store.run("circuit", model.model_id, {"task": args.task, **vars(config)}) as run:

@@ -19,6 +19,7 @@ from circuits.evaluate import (
 )
 from circuits.head_evidence import attention_to_positions, copying_scores, direct_logit_attribution
 from circuits.ioi import DiscoveryConfig, discover_ioi_circuit
+from interp.errors import InvalidInput
 from interp.tasks.ioi import ioi_prompts
 
 
@@ -69,6 +70,24 @@ def test_discovered_circuit_beats_random_circuits(smollm2, discovered, eval_prom
     # Without per-receiver edges only the name movers' edges to the logits are recorded.
     assert {e.receiver for e in circuit.edges} == {None}
     assert {e.sender for e in circuit.edges} == set(roles["name_mover"]) | set(roles.get("negative_name_mover", []))
+
+
+def test_a_tight_budget_keeps_a_working_subcircuit(smollm2, discovered, eval_prompts, means):
+    """Over budget, the faithfulness trim keeps a subset of what the levels found whose logit
+    difference on fresh prompts is closer to the model's than the cut by path-patching effect
+    (which drops the small-effect lower levels a chain needs)."""
+    circuit, _ = discovered
+    trimmed = {}
+    for trim in ("faithfulness", "effect"):
+        config = DiscoveryConfig(n_prompts=10, screen_k=10, evaluate=False, edges=False,
+                                 max_heads=4, trim=trim)
+        trimmed[trim], _ = discover_ioi_circuit(smollm2, config)
+        assert len(trimmed[trim]) == 4 and trimmed[trim].head_set <= circuit.head_set
+    gap = {trim: abs(1 - faithfulness(smollm2, eval_prompts, c, means)["faithfulness"])
+           for trim, c in trimmed.items()}
+    assert gap["faithfulness"] < gap["effect"], gap
+    with pytest.raises(InvalidInput, match="trim"):
+        discover_ioi_circuit(smollm2, DiscoveryConfig(trim="largest"))
 
 
 def test_name_movers_look_like_name_movers(smollm2, discovered):
