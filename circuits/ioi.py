@@ -67,8 +67,8 @@ class DiscoveryConfig:
     threshold: float = 0.02  # min |effect| to join (fraction of the clean - corrupted gap)
     relative_threshold: float = 0.1  # min |effect| relative to the stage's strongest
     max_heads: int | None = None  # default: 10% of the model's heads
-    trim: str = "faithfulness"  # over budget: keep heads grown by F(C) ("faithfulness") or the
-    # strongest path-patching effects ("effect")
+    trim: str = "faithfulness"  # over budget: keep heads grown toward F(M) ("faithfulness") or
+    # the strongest path-patching effects ("effect")
     caps: dict = field(default_factory=lambda: {
         "name_mover": 6, "negative_name_mover": 3, "level2": 6, "level3": 6, "level4": 4})
     min_attention: float = 0.15  # signature attention needed to name a class by attention

@@ -745,9 +745,9 @@ def safety_analysis(model: Model, harmful: list[str] | None = None,
 # ---- the generic causal check (interp.heads.verify) ---------------------------------------------
 def refusal_tokens_of(model: Model, scores: HeadScores, calibration: int = 8,
                       max_new_tokens: int = 24) -> RefusalTokens:
-    """The refusal/compliance tokens a scan was scored with, or calibrated now on the last
-    `calibration` instructions of the project's default harmful and harmless sets (the
-    detector's default training prompts come from the front of the harmful set)."""
+    """The refusal/compliance tokens a scan was scored with (stored by the detector's default
+    path and by `safety_analysis`), or, for a scan on the caller's own prompts, calibrated now
+    on the last `calibration` instructions of the project's default harmful and harmless sets."""
     from interp.tasks.safety import default_instructions, safety_prompt_set
 
     stored = scores.info.get("refusal_tokens")
@@ -762,8 +762,9 @@ def refusal_measure(model: Model, scores: HeadScores, n_prompts: int, prompts=No
                     calibration: int = 8):
     """(heads -> mean first-token refusal log-odds on held-out harmful prompts with those heads
     ablated the scan's way, the prompt count, the intervention in words). Held out: `prompts`
-    if given, else the scan's own test split (`info["test_instructions"]`), else the default
-    harmful instructions after the scan's `n_prompts` and before the calibration ones."""
+    if given, else the scan's own test split (`info["test_instructions"]`), else (a scan on the
+    caller's prompts) default harmful instructions past the first `n_prompts` of the scan's
+    params and outside the calibration ones."""
     from interp.tasks.safety import default_instructions, safety_prompt_set
 
     tokens = refusal_tokens_of(model, scores, calibration)
