@@ -265,7 +265,7 @@ def test_circuit_edges_are_as_wide_as_their_effect():
 
 # ---- command line ----------------------------------------------------------------------------
 def test_cli_binds_localhost_by_default_and_checks_the_port(capsys):
-    from interp.cli import build_parser, main
+    from interp_cli.main import build_parser, main
 
     args = build_parser().parse_args(["dashboard"])
     assert (args.host, args.port, args.model) == ("127.0.0.1", 8050, "smollm2-135m")

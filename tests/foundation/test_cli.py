@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from interp.cli import main
+from interp_cli.main import main
 
 
 def test_help_lists_commands(capsys):
@@ -36,7 +36,7 @@ def test_runs_on_an_empty_store(tmp_path, capsys):
 
 
 def test_unknown_model_is_an_error_without_traceback():
-    result = subprocess.run([sys.executable, "-m", "interp.cli", "load", "nope-model"],
+    result = subprocess.run([sys.executable, "-m", "interp_cli", "load", "nope-model"],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "unknown model 'nope-model'" in result.stderr and "Traceback" not in result.stderr

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from interp.commands.common import add_model_arguments, load_from_args, write_json
+from interp_cli.commands.common import add_model_arguments, load_from_args, write_json
 from interp.errors import InvalidInput
 
 HELP = "generate with and without an attention edit (ablate/scale heads, PASTA, ACT)"

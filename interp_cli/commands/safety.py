@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-from interp.commands.common import add_model_arguments, add_store_argument, print_table
+from interp_cli.commands.common import add_model_arguments, add_store_argument, print_table
 
 HELP = "find safety heads (Ships, Sahara) and check them by refusal rate"
 DEFAULT_SAFETY_MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -64,7 +64,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from interp.commands.common import load_from_args
+    from interp_cli.commands.common import load_from_args
     from interp.errors import InvalidInput
     from interp.heads.safety import safety_analysis
     from interp.store import Store

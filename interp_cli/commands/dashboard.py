@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from interp.commands.common import add_store_argument
+from interp_cli.commands.common import add_store_argument
 from interp.embedded import DEFAULT_MODEL, EMBEDDED_MODELS
 
 HELP = "open the dashboard in the browser (http://127.0.0.1:8050)"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 
-from interp.commands.common import add_store_argument, print_table
+from interp_cli.commands.common import add_store_argument, print_table
 
 HELP = "list the runs in the results store"
 

@@ -14,7 +14,7 @@ denoising shows what one component alone restores (small for single heads under 
 
 from __future__ import annotations
 
-from interp.commands.common import add_model_arguments, add_store_argument, load_from_args, print_table, write_json
+from interp_cli.commands.common import add_model_arguments, add_store_argument, load_from_args, print_table, write_json
 
 HELP = "activation / attribution patching of heads, residual stream or MLPs on a task"
 

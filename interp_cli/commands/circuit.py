@@ -11,7 +11,7 @@ The JSON: {"model", "task", "heads": [{"layer", "head", "role"}], "edges": [...]
 
 from __future__ import annotations
 
-from interp.commands.common import add_model_arguments, add_store_argument, load_from_args, write_json
+from interp_cli.commands.common import add_model_arguments, add_store_argument, load_from_args, write_json
 
 HELP = "discover and evaluate a task's circuit (IOI) by path patching"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from interp.commands.common import add_model_arguments, load_from_args
+from interp_cli.commands.common import add_model_arguments, load_from_args
 
 HELP = "load a model, print its facts and an IOI sanity check"
 

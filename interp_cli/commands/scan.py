@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sys
 
-from interp.commands.common import add_model_arguments, add_store_argument, load_from_args, print_table, write_json
+from interp_cli.commands.common import add_model_arguments, add_store_argument, load_from_args, print_table, write_json
 
 HELP = "scan heads: induction, sink, retrieval, streaming, ... (with causal checks)"
 
