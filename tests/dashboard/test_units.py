@@ -191,3 +191,49 @@ def test_a_queued_job_is_cancelled_before_it_starts(tmp_store):
     runner.wait(first.id, timeout=30)
     assert second.run_id is None and runner.without_run() == []
     assert first.state == "complete"
+
+
+# ---- the frame: navigation from the pages list, the first page served ----------------------
+def test_navigation_lists_every_page_in_order(tmp_store):
+    from dashboard.app import create_app
+    from dashboard.pages import PAGES
+
+    app = create_app(None, tmp_store.path)
+    nav = app.layout.children[1].children[1]
+    assert [(link.children, link.href) for link in nav.children] == \
+        [(page.TITLE, page.PATH) for page in PAGES]
+    app.interp_state.jobs.shutdown()
+
+
+def callback_request(client, output_part: str, inputs: list[dict]):
+    """POST one callback as the browser would; the output string comes from the app itself."""
+    deps = client.get("/_dash-dependencies").get_json()
+    output = next(d["output"] for d in deps if output_part in d["output"])
+    outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
+               for o in output.strip(".").split("...")]
+    return client.post("/_dash-update-component", json={
+        "output": output, "outputs": outputs if len(outputs) > 1 else outputs[0],
+        "inputs": inputs, "changedPropIds": [f"{inputs[0]['id']}.{inputs[0]['property']}"],
+        "state": []})
+
+
+def test_page_served_is_set_by_page_content_not_by_the_frame(tmp_store):
+    """The start-up model load waits for `page_served`: the router (the page's frame) and the
+    badge must not set it; the first callback that answers with page content does."""
+    from dashboard.app import create_app
+
+    app = create_app(None, tmp_store.path)
+    served = app.interp_state.page_served
+    client = app.server.test_client()
+    url = [{"id": "url", "property": "pathname", "value": "/heads"},
+           {"id": "url", "property": "search", "value": ""}]
+    assert callback_request(client, "page.children", url).status_code == 200
+    assert callback_request(client, "model-badge.children",
+                            [{"id": "badge-poll", "property": "n_intervals", "value": 1}]
+                            ).status_code == 200
+    assert not served.is_set()
+    query = {"model_id": None, "detector": None, "compare": None, "view": "side"}
+    response = callback_request(client, "heads-heatmap.figure",
+                                [{"id": "heads-query", "property": "data", "value": query}])
+    assert response.status_code == 200 and served.is_set()
+    app.interp_state.jobs.shutdown()
