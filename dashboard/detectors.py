@@ -9,16 +9,22 @@ Forms come from `Detector.describe_params()`, typed values are checked and conve
 from __future__ import annotations
 
 from interp.errors import InvalidInput
-from interp.heads import detector_names, get_detector
+
+# interp.heads is imported where it is used: the server answers its first page (from the store)
+# without waiting for the detectors' modules.
 
 
 def names() -> list[str]:
+    from interp.heads import detector_names
+
     return list(detector_names())
 
 
 def describe(name: str) -> dict:
     """{"name", "description", "behaviour", "params": [{"name", "type", "default", "help",
     "choices"}]}; an unknown name is InvalidInput listing the valid ones."""
+    from interp.heads import get_detector
+
     return get_detector(name).describe()
 
 
@@ -27,6 +33,7 @@ def parse_params(name: str, raw: dict) -> dict:
 
     Empty fields keep the default; unknown names and values of the wrong type are InvalidInput.
     """
+    from interp.heads import get_detector
     from interp.heads.base import params_json
 
     given = {k: v for k, v in raw.items() if v is not None and not (isinstance(v, str) and not v.strip())}

@@ -12,13 +12,7 @@ import time
 
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
-from circuits.circuit import Circuit
-from circuits.plots import circuit_graph
 from interp.errors import InterpError
-from interp.patching.activation import DIRECTIONS
-from interp.patching.components import COMPONENTS, describe
-from interp.patching.results import PatchResult
-from interp.patching.task_run import METHODS
 from interp.plots import effect_heatmap
 
 from dashboard import data
@@ -26,6 +20,8 @@ from dashboard.layout import error_box, notice, query_string
 
 PATH = "/circuits"
 TITLE = "Patching & circuits"
+# The patching and circuit libraries are imported where they are used (as `interp patch` does):
+# the server answers its first page without waiting for them.
 
 
 def _label(run) -> str:
@@ -71,6 +67,10 @@ def _launch_form() -> html.Details:
         return html.Label([label, dcc.Dropdown(id=id_, options=options, value=value,
                                                clearable=False)], className="control")
 
+    from interp.patching.activation import DIRECTIONS
+    from interp.patching.components import COMPONENTS, describe
+    from interp.patching.task_run import METHODS
+
     # The options are the library's tables, the choices `interp patch` offers.
     components = [{"label": describe(name), "value": name} for name in COMPONENTS]
     return html.Details([
@@ -99,6 +99,10 @@ def patching_job(component: str, method: str, direction: str, n_prompts: int):
 
 
 def launch_patch(state, component, method, direction, n_prompts):
+    from interp.patching.activation import DIRECTIONS
+    from interp.patching.components import COMPONENTS
+    from interp.patching.task_run import METHODS
+
     if component not in COMPONENTS or method not in METHODS or direction not in DIRECTIONS:
         return error_box("choose a component, a method and a direction", id="patch-error")
     if n_prompts is None or not 1 <= int(n_prompts) <= 256:
@@ -135,6 +139,8 @@ def patch_jobs(state):
 
 
 def patch_view(state, query: dict):
+    from interp.patching.results import PatchResult
+
     run_id = query.get("patch")
     if not run_id:
         return notice("No patching runs for this model yet: `interp patch MODEL --task ioi "
@@ -187,6 +193,9 @@ def patch_view(state, query: dict):
 
 
 def circuit_view(state, query: dict):
+    from circuits.circuit import Circuit
+    from circuits.plots import circuit_graph
+
     run_id = query.get("circuit")
     if not run_id:
         return notice("No circuit runs for this model yet: `interp circuit MODEL --task ioi` "

@@ -12,9 +12,9 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from interp.errors import InterpError
 from interp.patterns import SINK_THRESHOLD, attention_patterns, sink_positions, top_attended
+from interp.plots import attention_pattern_figure, empty_figure
 
 from dashboard import data
-from interp.plots import attention_pattern_figure, empty_figure
 from dashboard.layout import error_box, int_param, notice, query_string, verify_text
 from dashboard.state import ModelBusy, ModelNotReady
 

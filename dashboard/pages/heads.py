@@ -11,8 +11,9 @@ import math
 import numpy as np
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
-from dashboard import data
 from interp.plots import empty_figure, head_heatmap, rank_scatter
+
+from dashboard import data
 from dashboard.layout import error_box, notice, query_string, verify_text
 
 PATH = "/heads"
