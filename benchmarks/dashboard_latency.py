@@ -93,7 +93,7 @@ def measure_startup(store_path: Path, model_name: str, port: int):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     start = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "interp.cli", "dashboard", "--model", model_name,
+        [sys.executable, "-m", "interp_cli", "dashboard", "--model", model_name,
          "--store", str(store_path), "--port", str(port)],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"

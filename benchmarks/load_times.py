@@ -55,7 +55,8 @@ def main() -> None:
 
 def timed_load_import() -> float:
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import interp, transformers, transformer_lens.model_bridge"],
+    # interp.models, not interp: `import interp` alone no longer imports torch (it is lazy).
+    subprocess.run([sys.executable, "-c", "import interp.models, transformers, transformer_lens.model_bridge"],
                    check=True, capture_output=True)
     return round(time.perf_counter() - start, 2)
 

@@ -48,7 +48,7 @@ def main() -> None:
 
     import torch
 
-    from interp.commands.safety import summary
+    from interp_cli.commands.safety import summary
     from interp.heads.safety import safety_analysis
     from interp.models import load_model
 

@@ -14,9 +14,12 @@ browser's back/forward buttons work):
     /steering   greedy generations with and without an attention edit
 
 Modules: `app` (create_app, serve, the router), `layout` (shell, URL helpers), `pages/*` (one
-per page), `state` (the one loaded model, caches), `jobs` (background jobs), `data` (store
-lookups), `detectors` (the detector registry as forms), `figures` (plotly figure builders).
+per page; `pages.PAGES` lists them and the navigation is built from it), `state` (the one
+loaded model, caches), `jobs` (background jobs), `data` (store lookups), `detectors` (the
+detector registry as forms). The figures come from the libraries (`interp.plots`,
+`circuits.plots`), where notebooks draw the same pictures.
 
 It holds no analysis code: every number comes from the results store (`interp.store.Store`)
-or from the same library functions the CLI and the notebooks call. Nothing imports it.
+or from the same library functions the CLI and the notebooks call. Nothing imports it but the
+`interp dashboard` command (`interp_cli`); tests/test_layering.py checks that.
 """

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 
 from dash import Dash, Input, Output, html
+from flask import request
 
 from interp.embedded import DEFAULT_MODEL
 from interp.store import Store
 
 from dashboard.jobs import JobRunner
-from dashboard.layout import NAV, error_box, parse_query, shell
+from dashboard.layout import error_box, nav_id, parse_query, shell
 from dashboard.pages import PAGES
 from dashboard.state import AppState, ModelHolder
 
@@ -26,6 +27,9 @@ ROUTES = {page.PATH: page for page in PAGES}
 # The start-up model load waits this long at most for the first page to be answered.
 FIRST_PAGE_WAIT_S = 5.0
 ROUTES["/"] = ROUTES["/heads"]
+# Components of the frame around the pages: a callback that fills only these (the router, the
+# badge) has not yet shown the page's content.
+FRAME_IDS = {"page", "model-badge"} | {nav_id(page) for page in PAGES}
 
 
 def create_app(model_name: str | None = DEFAULT_MODEL, store_path=None, *, model=None) -> Dash:
@@ -44,8 +48,9 @@ def create_app(model_name: str | None = DEFAULT_MODEL, store_path=None, *, model
 
     app = Dash(__name__, title="interp dashboard", suppress_callback_exceptions=True,
                update_title=None)
-    app.layout = shell()
+    app.layout = shell(PAGES)
     _register_router(app, state)
+    _mark_page_served(app, state)
     for page in PAGES:
         page.register(app, state)
     app.interp_state = state  # for tests and the benchmark; never read by callbacks
@@ -55,13 +60,12 @@ def create_app(model_name: str | None = DEFAULT_MODEL, store_path=None, *, model
 def _register_router(app: Dash, state: AppState) -> None:
     @app.callback(
         Output("page", "children"),
-        *[Output(f"nav-{path.strip('/')}", "className") for path, _ in NAV],
+        *[Output(nav_id(page), "className") for page in PAGES],
         Input("url", "pathname"), Input("url", "search"),
     )
     def route(pathname, search):
         page = ROUTES.get(pathname or "/")
-        active = [("nav-link active" if page is not None and page.PATH == path else "nav-link")
-                  for path, _ in NAV]
+        active = [("nav-link active" if link is page else "nav-link") for link in PAGES]
         if page is None:
             known = ", ".join(p for p in ROUTES if p != "/")
             return error_box(f"no page at {pathname!r}; the pages are {known}"), *active
@@ -83,6 +87,24 @@ def _register_router(app: Dash, state: AppState) -> None:
         if status["state"] == "failed":
             return [html.Span("●", className="dot failed"), f" {status['name']} failed"], status["error"]
         return "no model loaded", ""
+
+
+def _mark_page_served(app: Dash, state: AppState) -> None:
+    """Set `state.page_served` (which the start-up model load waits for) once the server has
+    answered the first callback that put page content in the browser: any callback but the
+    router's and the badge's (FRAME_IDS) that answered with content (200; Dash answers 204 when
+    a callback changed nothing)."""
+    @app.server.after_request
+    def after(response):
+        if state.page_served.is_set() or response.status_code != 200 \
+                or not request.path.endswith("_dash-update-component"):
+            return response
+        outputs = (request.get_json(silent=True) or {}).get("outputs")
+        outputs = outputs if isinstance(outputs, list) else [outputs]
+        ids = {str(output.get("id")) for output in outputs if isinstance(output, dict)}
+        if ids and not ids & FRAME_IDS:
+            state.page_served.set()
+        return response
 
 
 def serve(model_name: str | None = DEFAULT_MODEL, store_path=None, host: str = "127.0.0.1",

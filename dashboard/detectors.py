@@ -8,32 +8,24 @@ Forms come from `Detector.describe_params()`, typed values are checked and conve
 
 from __future__ import annotations
 
-import importlib
-
 from interp.errors import InvalidInput
 
-
-def _heads():
-    return importlib.import_module("interp.heads")
-
-
-def unavailable_reason() -> str | None:
-    """None when detectors can be listed and run, else why not."""
-    try:
-        _heads()
-    except ImportError as exc:
-        return f"interp.heads does not import ({exc})"
-    return None
+# interp.heads is imported where it is used: the server answers its first page (from the store)
+# without waiting for the detectors' modules.
 
 
 def names() -> list[str]:
-    return list(_heads().detector_names())
+    from interp.heads import detector_names
+
+    return list(detector_names())
 
 
 def describe(name: str) -> dict:
     """{"name", "description", "behaviour", "params": [{"name", "type", "default", "help",
     "choices"}]}; an unknown name is InvalidInput listing the valid ones."""
-    return _heads().get_detector(name).describe()
+    from interp.heads import get_detector
+
+    return get_detector(name).describe()
 
 
 def parse_params(name: str, raw: dict) -> dict:
@@ -41,11 +33,11 @@ def parse_params(name: str, raw: dict) -> dict:
 
     Empty fields keep the default; unknown names and values of the wrong type are InvalidInput.
     """
+    from interp.heads import get_detector
     from interp.heads.base import params_json
 
     given = {k: v for k, v in raw.items() if v is not None and not (isinstance(v, str) and not v.strip())}
-    detector = _heads().get_detector(name)
-    return params_json(detector.make_params(given))
+    return params_json(get_detector(name).make_params(given))
 
 
 def parse_verify_k(value) -> int:

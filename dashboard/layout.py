@@ -12,16 +12,6 @@ from urllib.parse import parse_qs, urlencode
 
 from dash import dcc, html
 
-# (path, label) in navigation order; "/" shows the Heads page.
-NAV = [
-    ("/model", "Model"),
-    ("/heads", "Heads"),
-    ("/head", "Head"),
-    ("/scans", "Scans"),
-    ("/circuits", "Patching & circuits"),
-    ("/steering", "Steering"),
-]
-
 
 def parse_query(search: str | None) -> dict[str, str]:
     """'?a=1&b=x' -> {"a": "1", "b": "x"} (last value wins; values stay strings)."""
@@ -43,13 +33,20 @@ def int_param(query: dict, key: str, default: int | None = None) -> int | None:
         return default
 
 
-def shell() -> html.Div:
+def nav_id(page) -> str:
+    """The navigation link's id of a page module: "nav-heads" for PATH "/heads"."""
+    return f"nav-{page.PATH.strip('/')}"
+
+
+def shell(pages) -> html.Div:
+    """The frame around every page: one navigation link per page module (PATH, TITLE), in the
+    order of `pages`, the model badge, and the container the router fills."""
     return html.Div([
         dcc.Location(id="url", refresh=False),
         html.Header([
             html.Span("interp", className="brand"),
-            html.Nav([dcc.Link(label, href=path, id=f"nav-{path.strip('/')}", className="nav-link")
-                      for path, label in NAV]),
+            html.Nav([dcc.Link(page.TITLE, href=page.PATH, id=nav_id(page), className="nav-link")
+                      for page in pages]),
             html.Span(id="model-badge", className="model-badge"),
         ], className="topbar"),
         dcc.Interval(id="badge-poll", interval=2000),
@@ -66,15 +63,6 @@ def error_box(message: str, id: str | None = None) -> html.Div:
 def notice(message, id: str | None = None) -> html.Div:
     kwargs = {"id": id} if id else {}
     return html.Div(message, className="notice", **kwargs)
-
-
-def not_available(feature: str, missing: str) -> html.Div:
-    """The honest empty state of a page whose library code is not in the tree yet."""
-    return html.Div([
-        html.H3(f"{feature}: not available yet"),
-        html.P(["This page calls ", html.Code(missing), ", which is not installed in this "
-                "workbench yet. Nothing is shown rather than made-up data."]),
-    ], className="not-available")
 
 
 def verify_text(verify: dict) -> str:

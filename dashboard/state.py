@@ -211,8 +211,8 @@ class AppState:
     store: Store
     models: ModelHolder
     jobs: object = None  # dashboard.jobs.JobRunner, set by create_app
-    # Set by each page's main callback when it has answered: the start-up model load waits
-    # for it (see ModelHolder.load_async).
+    # Set once the first page's content has been answered (dashboard.app._mark_page_served):
+    # the start-up model load waits for it (see ModelHolder.load_async).
     page_served: threading.Event = field(default_factory=threading.Event)
     caches: dict = field(default_factory=lambda: {
         "scores": LRU(64),

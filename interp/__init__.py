@@ -5,7 +5,13 @@
     batch = model.tokenize(["When Mary and John went to the store, John gave a drink to"])
 
 The dashboard, the CLI and the notebooks all call the functions exported here.
+
+`import interp` is cheap: the exports that need torch (`load_model`, `Model`, `TokenBatch`) are
+imported on first use (a module `__getattr__`, PEP 562), so store-only work (`interp runs`,
+`interp.store`) never pays for torch.
 """
+
+from importlib import import_module
 
 from interp.errors import (
     ChecksumMismatch,
@@ -16,8 +22,9 @@ from interp.errors import (
     UnknownModel,
     UnsupportedArchitecture,
 )
-from interp.models import Model, load_model
-from interp.tokens import TokenBatch
+
+# Exported name -> the module that defines it, imported when the name is first read.
+_LAZY = {"Model": "interp.models", "load_model": "interp.models", "TokenBatch": "interp.tokens"}
 
 __all__ = [
     "ChecksumMismatch",
@@ -31,3 +38,15 @@ __all__ = [
     "UnsupportedArchitecture",
     "load_model",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'interp' has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

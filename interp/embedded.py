@@ -129,7 +129,8 @@ def is_installed(entry: EmbeddedModel) -> bool:
 
 
 def cached_dir(entry: EmbeddedModel) -> Path:
-    return models_dir() / entry.name
+    """Where the converted model lives (or will); looking creates nothing."""
+    return models_dir(create=False) / entry.name
 
 
 def is_cached(entry: EmbeddedModel) -> bool:
@@ -212,6 +213,7 @@ def convert_gguf(parts: list[Path], final: Path, label: str, expected_sha256: st
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     total = sum(p.stat().st_size for p in parts)
+    final.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         gguf = workdir / "model.gguf"

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,9 @@ from pathlib import Path
 import torch
 
 from interp.embedded import DEFAULT_MODEL, EMBEDDED_MODELS, ensure_converted, ensure_converted_file
-from interp.errors import InsufficientMemory, UnknownModel, UnsupportedArchitecture
+from interp.errors import InsufficientMemory, InterpError, UnknownModel, UnsupportedArchitecture
+from interp.model_paths import check_gguf_file, unknown_model_message
+from interp.paths import models_dir
 from interp.tokens import TokenBatch
 
 log = logging.getLogger(__name__)
@@ -172,22 +175,29 @@ def _resolve(name_or_path: str, show_progress: bool) -> tuple[Path, str, str, st
     if path.suffix == ".gguf":
         if not path.is_file():
             raise UnknownModel(f"GGUF file {path} does not exist")
-        hf_dir, digest = ensure_converted_file(path, show_progress=show_progress)
+        hf_dir, digest = _convert_gguf(path, show_progress)
         return hf_dir, path.stem, f"{path.stem}@{digest[:12]}", "gguf", _needs_bos(hf_dir), {}
     if path.exists() or name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
-        raise UnknownModel(_unknown_message(name_or_path))
+        raise UnknownModel(unknown_model_message(name_or_path))
     if "/" not in name_or_path:
-        raise UnknownModel(_unknown_message(name_or_path))
+        raise UnknownModel(unknown_model_message(name_or_path))
     return _download(name_or_path)
 
 
-def _unknown_message(name: str) -> str:
-    known = ", ".join(EMBEDDED_MODELS)
-    return (
-        f"unknown model {name!r}. Use an embedded model ({known}), a local Hugging Face "
-        "directory, a .gguf file, or a hub id such as 'gpt2' written as 'openai-community/gpt2' "
-        "(hub ids need network access). `interp models` lists the embedded ones."
-    )
+def _convert_gguf(path: Path, show_progress: bool) -> tuple[Path, str]:
+    """A user's GGUF file -> (converted HF directory, sha256); errors name the user's file."""
+    check_gguf_file(path)
+    try:
+        return ensure_converted_file(path, show_progress=show_progress)
+    except InterpError:
+        raise
+    except Exception as exc:  # transformers' reader names the temporary copy it was given
+        message = re.sub(re.escape(str(models_dir(create=False))) + r"/\.[^/\s]+/model\.gguf",
+                         str(path), str(exc)).rstrip(".")
+        raise UnsupportedArchitecture(
+            f"{path} could not be converted from GGUF: {type(exc).__name__}: {message}. Use a "
+            "GGUF of an architecture transformers can read, or a Hugging Face model directory."
+        ) from exc
 
 
 def _download(hub_id: str) -> tuple[Path, str, str, str, bool, dict]:
@@ -202,7 +212,7 @@ def _download(hub_id: str) -> tuple[Path, str, str, str, bool, dict]:
         raise UnknownModel(
             f"could not get {hub_id!r} from the Hugging Face hub ({type(exc).__name__}). Offline "
             f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '')!r}) only models already in the "
-            f"hub cache load. " + _unknown_message(hub_id)
+            f"hub cache load. " + unknown_model_message(hub_id)
         ) from None
     return path, hub_id, f"{hub_id}@{path.name[:12]}", "hub", _needs_bos(path), {}
 

@@ -12,21 +12,25 @@ from pathlib import Path
 import platformdirs
 
 
-def cache_dir() -> Path:
-    """The workbench's cache root; created on first use."""
+def cache_dir(create: bool = True) -> Path:
+    """The workbench's cache root; created on first use unless `create` is False (read-only
+    commands such as `interp runs` and `interp models` never create anything)."""
     root = os.environ.get("INTERP_CACHE")
     path = Path(root).expanduser() if root else Path(platformdirs.user_cache_dir("interp"))
-    path.mkdir(parents=True, exist_ok=True)
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def models_dir() -> Path:
+def models_dir(create: bool = True) -> Path:
     """Dequantized embedded models, one HF directory per model."""
-    path = cache_dir() / "models"
-    path.mkdir(parents=True, exist_ok=True)
+    path = cache_dir(create) / "models"
+    if create:
+        path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def default_store_path() -> Path:
-    """The SQLite results store used when the user names none."""
-    return cache_dir() / "results.sqlite"
+def default_store_path(create: bool = True) -> Path:
+    """The SQLite results store used when the user names none (its folder created unless
+    `create` is False)."""
+    return cache_dir(create) / "results.sqlite"

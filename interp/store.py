@@ -11,7 +11,10 @@ process is gone: `list_runs` reports it as `incomplete`, and no result reader re
         run.add_scores(head_scores)
     store.latest_scores(model.model_id, "induction")   # -> HeadScores
 
-Nothing here unpickles: tensors are safetensors, everything else JSON.
+Nothing here unpickles: tensors are safetensors, everything else JSON. Importing this module
+imports no torch (torch loads when scores or artifacts are read or written), so store-only
+commands (`interp runs`) answer at once. `Store(path, read_only=True)` opens an existing store
+and never writes; a file that is not a results store is refused with the fix.
 """
 
 from __future__ import annotations
@@ -26,11 +29,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
+from interp.errors import InvalidInput
 from interp.paths import default_store_path
-from interp.scores import HeadScores
+
+if TYPE_CHECKING:
+    import torch
+
+    from interp.scores import HeadScores
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -78,6 +85,11 @@ CREATE TABLE IF NOT EXISTS artifacts (
     PRIMARY KEY (run_id, name)
 );
 """
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+# Columns a `runs` table must have for the file to be read as a results store.
+RUN_COLUMNS = {"id", "kind", "model_id", "params", "status", "created_at", "result"}
+# Separates the detector names GROUP_CONCAT joins (a character no detector name contains).
+_SEPARATOR = "\x1f"
 
 
 class RunCancelled(Exception):
@@ -105,21 +117,37 @@ class RunRecord:
 
 
 class Store:
-    """A results store at `path` (default: the cache directory's results.sqlite)."""
+    """A results store at `path` (default: the cache directory's results.sqlite).
 
-    def __init__(self, path: str | Path | None = None):
-        self.path = Path(path) if path else default_store_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    read_only: open an existing store and never write to it (nor create it, its folder or
+        anything else); a missing file is InvalidInput. Otherwise the store (and its folder) is
+        created on first use.
+    A file that exists but is not a results store is InvalidInput naming it, in both modes.
+    """
+
+    def __init__(self, path: str | Path | None = None, *, read_only: bool = False):
+        self.path = Path(path).expanduser() if path else default_store_path(create=not read_only)
+        self.read_only = read_only
         self.artifact_dir = self.path.with_suffix(".artifacts")
-        with self._connect() as db:
-            db.executescript(SCHEMA)
+        if self.path.exists():
+            if not _check_is_store(self.path) and read_only:
+                raise InvalidInput(f"{self.path} is empty: not a results store yet; {_STORE_FIX}")
+        elif read_only:
+            raise InvalidInput(f"no results store at {self.path}: the file does not exist. Check "
+                               "the path; a scan (`interp scan --store PATH`) creates one")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(SCHEMA)
 
     @contextmanager
     def _connect(self):
         # One short-lived connection per operation: the dashboard's worker threads and a CLI
-        # scan may use the same file at once; WAL lets readers proceed during a write.
+        # scan may use the same file at once; WAL lets readers proceed during a write. A
+        # read-only store uses an ordinary connection that refuses writes (query_only): SQLite's
+        # mode=ro would leave the -wal and -shm files behind.
         db = sqlite3.connect(self.path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA query_only=ON" if self.read_only else "PRAGMA journal_mode=WAL")
         db.execute("PRAGMA foreign_keys=ON")
         db.row_factory = sqlite3.Row
         try:
@@ -163,36 +191,38 @@ class Store:
     # ---- reading -------------------------------------------------------------------------
     def list_runs(self, model_id: str | None = None, kind: str | None = None,
                   status: str | None = None, limit: int = 200) -> list[RunRecord]:
-        """Newest first. `status="complete"` gives only runs whose results are whole."""
+        """Newest first. `status="complete"` gives only runs whose results are whole;
+        "incomplete" gives the running rows whose process is gone, "running" the others."""
         where, args = [], []
         for column, value in (("model_id", model_id), ("kind", kind)):
             if value is not None:
-                where.append(f"{column} = ?")
+                where.append(f"runs.{column} = ?")
                 args.append(value)
-        if status is not None and status != "incomplete":
-            where.append("status = ?")
-            args.append(status if status != "running" else "running")
-        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC LIMIT ?"
-        with self._connect() as db:
-            rows = db.execute(sql, (*args, limit)).fetchall()
-            detectors = {}
-            for row in rows:
-                detectors[row["id"]] = tuple(r[0] for r in db.execute(
-                    "SELECT detector FROM detector_results WHERE run_id = ? ORDER BY detector",
-                    (row["id"],)))
-        records = [self._record(row, detectors[row["id"]]) for row in rows]
+        if status is not None:  # an incomplete run is a `running` row whose process is gone
+            where.append("runs.status = ?")
+            args.append("running" if status == "incomplete" else status)
+        records = self._select_runs(" AND ".join(where), args, limit)
         if status in ("running", "incomplete"):
             records = [r for r in records if r.status == status]
         return records
 
     def get_run(self, run_id: str) -> RunRecord:
-        records = [r for r in self.list_runs(limit=1_000_000) if r.id == run_id]
+        records = self._select_runs("runs.id = ?", [run_id], 1)
         if not records:
-            from interp.errors import InvalidInput
-
             raise InvalidInput(f"no run {run_id!r} in {self.path}; `interp runs` lists them")
         return records[0]
+
+    def _select_runs(self, where: str, args: list, limit: int) -> list[RunRecord]:
+        """Runs matching the SQL condition `where`, newest first, each with its detectors (one
+        query: the detectors come from a join, not a query per run)."""
+        sql = ("SELECT runs.*, GROUP_CONCAT(d.detector, ?) AS detector_names"
+               " FROM runs LEFT JOIN detector_results d ON d.run_id = runs.id"
+               + (f" WHERE {where}" if where else "")
+               + " GROUP BY runs.id ORDER BY runs.created_at DESC LIMIT ?")
+        with self._connect() as db:
+            rows = db.execute(sql, (_SEPARATOR, *args, limit)).fetchall()
+        return [self._record(row, tuple(sorted(filter(None, (row["detector_names"] or "").split(
+            _SEPARATOR))))) for row in rows]
 
     def detectors_for(self, model_id: str) -> list[str]:
         """Detectors with at least one complete run for this model."""
@@ -216,14 +246,16 @@ class Store:
         return None if row is None else self.head_scores(row[0], detector)
 
     def head_scores(self, run_id: str, detector: str) -> HeadScores:
+        import torch
+
+        from interp.scores import HeadScores
+
         with self._connect() as db:
             run = db.execute("SELECT model_id, status FROM runs WHERE id = ?", (run_id,)).fetchone()
             meta = db.execute(
                 "SELECT * FROM detector_results WHERE run_id = ? AND detector = ?", (run_id, detector)
             ).fetchone()
             if run is None or meta is None or run["status"] != "complete":
-                from interp.errors import InvalidInput
-
                 raise InvalidInput(f"run {run_id!r} has no complete scores for detector {detector!r}")
             rows = db.execute(
                 "SELECT layer, head, score FROM head_scores WHERE run_id = ? AND detector = ?",
@@ -246,12 +278,12 @@ class Store:
                               (run_id, name)).fetchone() is not None
 
     def load_artifact(self, run_id: str, name: str) -> dict[str, torch.Tensor]:
+        from safetensors.torch import load_file
+
         with self._connect() as db:
             row = db.execute("SELECT path FROM artifacts WHERE run_id = ? AND name = ?",
                              (run_id, name)).fetchone()
         if row is None:
-            from interp.errors import InvalidInput
-
             raise InvalidInput(f"run {run_id!r} has no artifact {name!r}")
         return load_file(self.artifact_dir / row["path"])
 
@@ -297,6 +329,8 @@ class RunWriter:
         """Write tensors now (to a temp file renamed into place); referenced at completion."""
         if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
             raise ValueError(f"artifact name {name!r}: use letters, digits, '-', '_', '.'")
+        from safetensors.torch import save_file
+
         relative = f"{self.id}/{name}.safetensors"
         target = self.store.artifact_dir / relative
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -335,6 +369,41 @@ class RunWriter:
         with self.store._connect() as db:
             db.execute("UPDATE runs SET status = ?, finished_at = ?, error = ? WHERE id = ?",
                        (status, time.time(), error, self.id))
+
+
+_STORE_FIX = ("point --store at a results store that interp wrote (default: "
+              "$INTERP_CACHE/results.sqlite), or at a path that does not exist yet to start a new one")
+
+
+def _check_is_store(path: Path) -> bool:
+    """Refuse a file that is not a results store before anything reads or writes it: not
+    SQLite at all, or an SQLite database of something else. Returns False for an empty file or
+    an empty database (a writer makes it a new store), True for a results store."""
+    if path.is_dir():
+        raise InvalidInput(f"{path} is a folder, not a results store; {_STORE_FIX}")
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the results store {path}: {exc.strerror}") from None
+    if not header:
+        return False
+    if header != SQLITE_HEADER:
+        raise InvalidInput(f"{path} is not a results store (not an SQLite database); {_STORE_FIX}")
+    try:
+        db = sqlite3.connect(path, timeout=30)
+        try:
+            db.execute("PRAGMA query_only=ON")
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            columns = {r[1] for r in db.execute("PRAGMA table_info(runs)")}
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as exc:
+        raise InvalidInput(f"{path} is not a readable results store ({exc}); {_STORE_FIX}") from None
+    if tables and not RUN_COLUMNS <= columns:
+        raise InvalidInput(f"{path} is an SQLite database but not a results store (its tables: "
+                           f"{', '.join(sorted(tables))}); {_STORE_FIX}")
+    return bool(tables)
 
 
 def _process_alive(pid: int | None, host: str | None) -> bool:

@@ -8,29 +8,20 @@ URL: /circuits?model_id=M[&patch=RUN&circuit=RUN]
 from __future__ import annotations
 
 import datetime
-import importlib
 import time
 
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
 from interp.errors import InterpError
+from interp.plots import effect_heatmap
 
 from dashboard import data
-from dashboard.figures import circuit_graph, effect_heatmap
-from dashboard.layout import error_box, not_available, notice, query_string
+from dashboard.layout import error_box, notice, query_string
 
 PATH = "/circuits"
 TITLE = "Patching & circuits"
-
-
-def _libraries():
-    """(PatchResult class, Circuit class) or the reason they cannot be imported."""
-    try:
-        patch_result = importlib.import_module("interp.patching.results").PatchResult
-        circuit = importlib.import_module("circuits.circuit").Circuit
-    except (ImportError, AttributeError) as exc:
-        return None, None, str(exc)
-    return patch_result, circuit, None
+# The patching and circuit libraries are imported where they are used (as `interp patch` does):
+# the server answers its first page without waiting for them.
 
 
 def _label(run) -> str:
@@ -41,11 +32,6 @@ def _label(run) -> str:
 
 def layout(state, query: dict) -> html.Div:
     model_id = query.get("model_id") or data.default_model_id(state)
-    patch_result, circuit, missing = _libraries()
-    if missing:
-        return html.Div([html.H2("Patching & circuits"),
-                         not_available("Patching and circuits", "interp.patching / circuits"),
-                         html.P(missing, className="hint")])
     patches = data.complete_runs(state, model_id, kind="patch") if model_id else []
     circuits = data.complete_runs(state, model_id, kind="circuit") if model_id else []
     chosen_patch = query.get("patch") or (patches[0].id if patches else None)
@@ -75,21 +61,24 @@ def layout(state, query: dict) -> html.Div:
     ])
 
 
-COMPONENTS = ["heads", "resid", "mlp", "attn"]
-
-
 def _launch_form() -> html.Details:
     """Run IOI patching here, as `interp patch MODEL --task ioi ...` does, as a background job."""
     def choice(id_, label, options, value):
         return html.Label([label, dcc.Dropdown(id=id_, options=options, value=value,
                                                clearable=False)], className="control")
 
+    from interp.patching.activation import DIRECTIONS
+    from interp.patching.components import COMPONENTS, describe
+    from interp.patching.task_run import METHODS
+
+    # The options are the library's tables, the choices `interp patch` offers.
+    components = [{"label": describe(name), "value": name} for name in COMPONENTS]
     return html.Details([
         html.Summary("run IOI patching on the loaded model"),
         html.Div([
-            choice("patch-component", "component", COMPONENTS, "heads"),
-            choice("patch-method", "method", ["activation", "attribution"], "activation"),
-            choice("patch-direction", "direction", ["noise", "denoise"], "noise"),
+            choice("patch-component", "component", components, "heads"),
+            choice("patch-method", "method", list(METHODS), "activation"),
+            choice("patch-direction", "direction", list(DIRECTIONS), "noise"),
             html.Label(["prompts", dcc.Input(id="patch-prompts", type="number", value=8, min=1,
                                              max=256, step=1)], className="control small"),
             html.Button("Run patching", id="patch-launch", className="primary"),
@@ -110,8 +99,11 @@ def patching_job(component: str, method: str, direction: str, n_prompts: int):
 
 
 def launch_patch(state, component, method, direction, n_prompts):
-    if component not in COMPONENTS or method not in ("activation", "attribution") \
-            or direction not in ("noise", "denoise"):
+    from interp.patching.activation import DIRECTIONS
+    from interp.patching.components import COMPONENTS
+    from interp.patching.task_run import METHODS
+
+    if component not in COMPONENTS or method not in METHODS or direction not in DIRECTIONS:
         return error_box("choose a component, a method and a direction", id="patch-error")
     if n_prompts is None or not 1 <= int(n_prompts) <= 256:
         return error_box("prompts must be a whole number from 1 to 256", id="patch-error")
@@ -147,15 +139,14 @@ def patch_jobs(state):
 
 
 def patch_view(state, query: dict):
-    patch_result, _, missing = _libraries()
+    from interp.patching.results import PatchResult
+
     run_id = query.get("patch")
-    if missing:
-        return error_box(missing)
     if not run_id:
         return notice("No patching runs for this model yet: `interp patch MODEL --task ioi "
                       "--component heads` (or `PatchResult.save(store)` in a notebook) stores one.")
     try:
-        result = patch_result.load(state.store, run_id)
+        result = PatchResult.load(state.store, run_id)
     except InterpError as exc:
         return error_box(str(exc))
     model_id = query.get("model_id")
@@ -202,15 +193,15 @@ def patch_view(state, query: dict):
 
 
 def circuit_view(state, query: dict):
-    _, circuit_class, missing = _libraries()
+    from circuits.circuit import Circuit
+    from circuits.plots import circuit_graph
+
     run_id = query.get("circuit")
-    if missing:
-        return error_box(missing)
     if not run_id:
         return notice("No circuit runs for this model yet: `interp circuit MODEL --task ioi` "
                       "(or `Circuit.save(store)`) stores one.")
     try:
-        circuit = circuit_class.load(state.store, run_id)
+        circuit = Circuit.load(state.store, run_id)
     except InterpError as exc:
         return error_box(str(exc))
     model_id = query.get("model_id")
@@ -288,10 +279,7 @@ def register(app, state) -> None:
 
     @app.callback(Output("circuit-body", "children"), Input("circuits-query", "data"))
     def circuit(query):
-        try:
-            return circuit_view(state, query or {})
-        finally:
-            state.page_served.set()
+        return circuit_view(state, query or {})
 
     @app.callback(
         Output("url", "search", allow_duplicate=True),

@@ -12,9 +12,9 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from interp.errors import InterpError
 from interp.patterns import SINK_THRESHOLD, attention_patterns, sink_positions, top_attended
+from interp.plots import attention_pattern_figure, empty_figure
 
 from dashboard import data
-from dashboard.figures import attention_pattern_figure, empty_figure
 from dashboard.layout import error_box, int_param, notice, query_string, verify_text
 from dashboard.state import ModelBusy, ModelNotReady
 
@@ -284,10 +284,7 @@ def register(app, state) -> None:
 
     @app.callback(Output("head-scores", "children"), Input("head-query", "data"))
     def scores(query):
-        try:
-            return scores_panel(state, query or {})
-        finally:
-            state.page_served.set()
+        return scores_panel(state, query or {})
 
     @app.callback(
         Output("head-pattern", "figure"), Output("head-pattern", "style"),

@@ -11,8 +11,9 @@ import math
 import numpy as np
 from dash import Input, Output, State, ctx, dcc, html, no_update
 
+from interp.plots import empty_figure, head_heatmap, rank_scatter
+
 from dashboard import data
-from dashboard.figures import empty_figure, head_heatmap, rank_scatter
 from dashboard.layout import error_box, notice, query_string, verify_text
 
 PATH = "/heads"
@@ -211,10 +212,7 @@ def register(app, state) -> None:
         Input("heads-query", "data"),
     )
     def heatmaps(query):
-        try:
-            return render(state, query or {})
-        finally:
-            state.page_served.set()
+        return render(state, query or {})
 
     @app.callback(
         Output("url", "pathname", allow_duplicate=True), Output("url", "search", allow_duplicate=True),

@@ -2,7 +2,8 @@
 
 The picker offers the embedded models, models already converted into the cache, models in the
 Hugging Face hub cache, and a typed local path. A typed path is checked before anything loads
-it: it must exist and be either a directory with a config.json or a .gguf file.
+it (`interp.model_paths.check_model_path`): it must exist and be either a directory with a
+config.json or a .gguf file.
 URL: /model
 """
 
@@ -15,32 +16,13 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from interp.embedded import EMBEDDED_MODELS, is_cached, is_installed
 from interp.errors import InvalidInput
+from interp.model_paths import check_model_path
 from interp.paths import models_dir
 
 from dashboard.layout import error_box, notice, query_string
 
 PATH = "/model"
 TITLE = "Model"
-
-
-def check_model_path(text: str | None) -> str:
-    """A typed model path -> its absolute form, or InvalidInput saying what is wrong."""
-    text = (text or "").strip()
-    if not text:
-        raise InvalidInput("type a path: a Hugging Face model directory or a .gguf file")
-    if "\x00" in text:
-        raise InvalidInput("the path contains a NUL character")
-    path = Path(text).expanduser()
-    if not path.exists():
-        raise InvalidInput(f"{path} does not exist")
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise InvalidInput(f"{path} is a directory without a config.json; point at a Hugging "
-                               "Face model directory (config.json + weights + tokenizer)")
-        return str(path.resolve())
-    if path.is_file() and path.suffix.lower() == ".gguf":
-        return str(path.resolve())
-    raise InvalidInput(f"{path} is neither a model directory nor a .gguf file")
 
 
 def model_choices() -> list[dict]:
@@ -51,7 +33,7 @@ def model_choices() -> list[dict]:
         flags = "converted" if is_cached(entry) else ("installed" if installed else "not installed")
         options.append({"label": f"{entry.name} (embedded, {flags})", "value": entry.name,
                         "disabled": not installed})
-    for directory in sorted(models_dir().glob("gguf-*")):
+    for directory in sorted(models_dir(create=False).glob("gguf-*")):
         if (directory / "config.json").is_file():
             options.append({"label": f"{directory.name} (converted GGUF)", "value": str(directory)})
     for path in _hub_cached():
@@ -158,10 +140,7 @@ def register(app, state) -> None:
                   Output("model-poll", "disabled"), Input("model-poll", "n_intervals"))
     def refresh(_n):
         # Polled only while a model loads: then the facts and the runs stop changing.
-        try:
-            return facts_view(state), runs_view(state), state.models.status()["state"] != "loading"
-        finally:
-            state.page_served.set()
+        return facts_view(state), runs_view(state), state.models.status()["state"] != "loading"
 
     @app.callback(Output("model-message", "children"), Output("model-poll", "disabled", allow_duplicate=True),
                   Input("model-load", "n_clicks"),

@@ -14,7 +14,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from interp.errors import InterpError
 
 from dashboard import detectors
-from dashboard.layout import error_box, not_available, notice, query_string
+from dashboard.layout import error_box, notice, query_string
 
 PATH = "/scans"
 TITLE = "Scans"
@@ -22,30 +22,21 @@ SHOWN_RUNS = 25
 
 
 def layout(state, query: dict) -> html.Div:
-    reason = detectors.unavailable_reason() or (None if detectors.names() else
-                                                "interp.heads lists no detectors")
-    if reason:
-        form = html.Div([not_available("Launching scans", "interp.heads (the detector registry)"),
-                         html.P(reason, className="hint")])
-    else:
-        names = detectors.names()
-        chosen = query.get("detector") if query.get("detector") in names else names[0]
-        form = html.Div([
-            html.Div([
-                html.Label(["detector", dcc.Dropdown(id="scan-detector", options=names,
-                                                     value=chosen, clearable=False)],
-                           className="control"),
-                html.Label(["causal check: ablate top-k vs random-k (0 = none)",
-                            dcc.Input(id="scan-verify", type="text", value="", placeholder="0")],
-                           className="control"),
-                html.Button("Launch scan", id="scan-launch", className="primary"),
-            ], className="controls"),
-            html.Div(id="scan-params"),
-            dcc.Store(id="scans-query", data={"detector": chosen}),
-        ])
+    names = detectors.names()
+    chosen = query.get("detector") if query.get("detector") in names else names[0]
     return html.Div([
         html.H2("Scans"),
-        form,
+        html.Div([
+            html.Label(["detector", dcc.Dropdown(id="scan-detector", options=names,
+                                                 value=chosen, clearable=False)],
+                       className="control"),
+            html.Label(["causal check: ablate top-k vs random-k (0 = none)",
+                        dcc.Input(id="scan-verify", type="text", value="", placeholder="0")],
+                       className="control"),
+            html.Button("Launch scan", id="scan-launch", className="primary"),
+        ], className="controls"),
+        html.Div(id="scan-params"),
+        dcc.Store(id="scans-query", data={"detector": chosen}),
         html.Div(id="scan-message"),
         html.H3("Runs"),
         dcc.Interval(id="scan-poll", interval=1000),
@@ -199,10 +190,7 @@ def register(app, state) -> None:
     @app.callback(Output("scan-runs", "children"),
                   Input("scan-poll", "n_intervals"), Input("scan-message", "children"))
     def poll(_n, _message):
-        try:
-            return runs_table(state)
-        finally:
-            state.page_served.set()
+        return runs_table(state)
 
     @app.callback(
         Output("scan-message", "children", allow_duplicate=True),

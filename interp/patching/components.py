@@ -62,6 +62,14 @@ def component(name: str) -> Component:
     return COMPONENTS[name]
 
 
+def describe(name: str) -> str:
+    """One line for the CLI's --help and the dashboard's menu, from the table above:
+    "heads: blocks.L.attn.hook_z, per head"."""
+    comp = component(name)
+    units = {"head": "per head", "kv_head": "per KV head"}.get(comp.unit_axis, "per position")
+    return f"{comp.name}: {comp.hook_name(0).replace('blocks.0.', 'blocks.L.', 1)}, {units}"
+
+
 def default_positions(comp: Component, prompts: PromptSet):
     """None (all at once) for heads and q/k/v; per position for resid/attn/mlp."""
     if comp.unit_axis is not None:

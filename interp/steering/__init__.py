@@ -6,11 +6,14 @@ same object drives the fused Triton kernel on GPU and the blocked torch referenc
     from interp.steering import act_calibration, generate, pasta_highlight, scale_heads
     edit = pasta_highlight(model, prompt, "the answer must be in French", heads=[(12, 3)])
     generate(model, prompt, edit=edit).text
+
+    build_edit(model, "pasta", prompt, "12.3", 0.01, "the answer must be in French")
+    # any kind of `interp.edit_kinds.EDIT_KINDS` in one call: what the CLI and dashboard run
 """
 
 from interp.steering.act import act_calibration, find_sinks
-from interp.steering.edits import pasta_highlight, scale_heads, token_spans
+from interp.steering.edits import build_edit, pasta_highlight, scale_heads, token_spans
 from interp.steering.generate import Generation, compare, generate
 
-__all__ = ["Generation", "act_calibration", "compare", "find_sinks", "generate",
+__all__ = ["Generation", "act_calibration", "build_edit", "compare", "find_sinks", "generate",
            "pasta_highlight", "scale_heads", "token_spans"]

@@ -1,23 +1,35 @@
-"""Building attention edits from what a user means: "highlight this phrase", "scale these heads"."""
+"""Building attention edits from what a user means: "highlight this phrase", "scale these heads".
+
+    edit = build_edit(model, "pasta", prompt, "12.3, 14.1", 0.01, ["the key phrase"])
+
+`build_edit` builds every kind the CLI (`interp steer`) and the dashboard's Steering page offer
+(`interp.edit_kinds.EDIT_KINDS`: scale heads, PASTA, ACT); both call it. `check_heads` (the
+heads an edit may name) comes from `interp.edit_kinds`, with the checks that need no model.
+"""
 
 from __future__ import annotations
 
-from interp.errors import InvalidInput
+from collections.abc import Sequence
+
+from interp.edit_kinds import check_edit, check_heads, check_phrase
 from interp.models import Model
 from kernels import AttentionEdit, HeadScale, pasta
 
-Head = tuple[int, int]
 
+def build_edit(model: Model, kind: str, prompt: str, heads=None, strength: float | None = None,
+               phrases: str | Sequence[str] = (), chat: bool = False) -> AttentionEdit:
+    """The edit of `kind` (see EDIT_KINDS) for `prompt` on `model`: what `interp steer` and the
+    dashboard's Steering page both run. Arguments as `check_edit`; `chat` wraps the prompt in
+    the model's chat template (edit positions then refer to the templated prompt)."""
+    heads, strength, phrases = check_edit(kind, prompt, heads, strength, phrases, shape=model)
+    if kind == "act":
+        from interp.steering.act import act_calibration
 
-def check_heads(model: Model, heads) -> tuple[Head, ...]:
-    heads = tuple((int(layer), int(head)) for layer, head in heads)
-    bad = [h for h in heads if not (0 <= h[0] < model.n_layers and 0 <= h[1] < model.n_heads)]
-    if bad:
-        raise InvalidInput(f"heads {bad} do not exist in {model.name} "
-                           f"({model.n_layers} layers x {model.n_heads} heads, counted from 0)")
-    if not heads:
-        raise InvalidInput("no heads given: name at least one (layer, head)")
-    return heads
+        return act_calibration(model, prompt, beta=strength, heads=heads or None, chat=chat)
+    if kind == "pasta":
+        text = model.apply_chat_template(prompt) if chat else prompt
+        return pasta_highlight(model, text, phrases, heads, alpha=strength)
+    return scale_heads(model, heads, strength)
 
 
 def token_spans(model: Model, text: str, phrase: str) -> list[tuple[int, int]]:
@@ -25,9 +37,7 @@ def token_spans(model: Model, text: str, phrase: str) -> list[tuple[int, int]]:
 
     A token belongs to a span when its characters overlap the phrase's characters.
     """
-    if not phrase or phrase not in text:
-        raise InvalidInput(f"the phrase {phrase!r} does not occur in the prompt; highlight "
-                           "text copied from the prompt")
+    check_phrase(text, phrase)
     encoding = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offset = len(model.encode(text)) - len(encoding.input_ids)  # a prepended BOS shifts positions
     spans, start = [], text.find(phrase)

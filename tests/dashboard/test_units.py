@@ -1,4 +1,4 @@
-"""The dashboard's parts without a browser: input checks, jobs, the model holder, figures, CLI."""
+"""The dashboard's parts without a browser: input checks, jobs, the model holder, the frame."""
 
 from __future__ import annotations
 
@@ -12,41 +12,15 @@ import torch
 from interp.errors import InvalidInput
 from interp.scores import HeadScores
 
-from dashboard import detectors, figures
+from dashboard import detectors
 from dashboard.jobs import JobRunner
 from dashboard.layout import parse_query, query_string
-from dashboard.pages.model import check_model_path
-from dashboard.pages.steering import parse_heads
 from dashboard.state import AppState, ModelBusy, ModelHolder, ModelNotReady
 
 FAKE_MODEL = types.SimpleNamespace(name="fake", model_id="fake@000000000000")
 
 
 # ---- typed input -------------------------------------------------------------------------
-def test_model_paths_are_checked(tmp_path):
-    with pytest.raises(InvalidInput, match="does not exist"):
-        check_model_path(str(tmp_path / "missing"))
-    with pytest.raises(InvalidInput, match="without a config.json"):
-        check_model_path(str(tmp_path))
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(InvalidInput, match="neither a model directory nor a .gguf"):
-        check_model_path(str(tmp_path / "notes.txt"))
-    with pytest.raises(InvalidInput, match="type a path"):
-        check_model_path("   ")
-    (tmp_path / "config.json").write_text("{}")
-    assert check_model_path(f"  {tmp_path}  ") == str(tmp_path.resolve())
-    (tmp_path / "m.gguf").write_bytes(b"GGUF")
-    assert check_model_path(str(tmp_path / "m.gguf")) == str((tmp_path / "m.gguf").resolve())
-
-
-def test_head_lists_are_parsed_never_evaluated():
-    assert parse_heads("18.6, 17.3 ;2.0") == [(18, 6), (17, 3), (2, 0)]
-    assert parse_heads("") == []
-    for bad in ("18", "a.b", "__import__('os').system('true')", "1.2.3", "-1.2"):
-        with pytest.raises(InvalidInput, match="LAYER.HEAD"):
-            parse_heads(bad)
-
-
 def test_query_strings_round_trip():
     query = query_string(model_id="m@1", detector="sink", compare=None, prompt="a b&c=d")
     assert query.startswith("?") and "compare" not in query
@@ -56,7 +30,6 @@ def test_query_strings_round_trip():
 
 # ---- the detector registry (interp.heads) as the Scans page uses it ----------------------
 def test_every_registered_detector_has_a_form():
-    assert detectors.unavailable_reason() is None
     names = detectors.names()
     assert {"previous_token", "induction", "sink", "retrieval", "streaming"} <= set(names)
     for name in names:
@@ -220,58 +193,47 @@ def test_a_queued_job_is_cancelled_before_it_starts(tmp_store):
     assert first.state == "complete"
 
 
-# ---- figures ---------------------------------------------------------------------------------
-def test_heatmap_cells_carry_their_head_and_blank_nans():
-    scores = torch.tensor([[0.1, float("nan")], [0.3, 0.4], [0.5, 0.6]])
-    fig = figures.head_heatmap(scores, "x", highlight=(2, 1))
-    trace = fig.data[0]
-    assert trace.z[0][1] is None and trace.z[2][1] == pytest.approx(0.6)
-    assert list(trace.customdata[2][1]) == [2, 1]
-    assert fig.layout.yaxis.autorange == "reversed"
-    assert fig.layout.shapes[0].x0 == 0.5 and fig.layout.shapes[0].y0 == 1.5
+# ---- the frame: navigation from the pages list, the first page served ----------------------
+def test_navigation_lists_every_page_in_order(tmp_store):
+    from dashboard.app import create_app
+    from dashboard.pages import PAGES
+
+    app = create_app(None, tmp_store.path)
+    nav = app.layout.children[1].children[1]
+    assert [(link.children, link.href) for link in nav.children] == \
+        [(page.TITLE, page.PATH) for page in PAGES]
+    app.interp_state.jobs.shutdown()
 
 
-def test_pattern_figure_marks_sinks_and_hides_the_future():
-    tokens = ["<s>", " a", " b", "\n"]
-    pattern = torch.tril(torch.ones(4, 4)) / torch.arange(1, 5).unsqueeze(1)
-    fig = figures.attention_pattern_figure(tokens, pattern, sinks=[0], title="t")
-    z = fig.data[0].z
-    assert z[0][1] is None and z[3][3] == pytest.approx(0.25)
-    assert list(fig.data[0].x) == ["0 <s>", "1 ␣a", "2 ␣b", "3 \\n"]
-    ticks = list(fig.layout.xaxis.ticktext)
-    assert "▼" in ticks[0] and "&lt;s&gt;" in ticks[0] and "▼" not in ticks[1]
+def callback_request(client, output_part: str, inputs: list[dict]):
+    """POST one callback as the browser would; the output string comes from the app itself."""
+    deps = client.get("/_dash-dependencies").get_json()
+    output = next(d["output"] for d in deps if output_part in d["output"])
+    outputs = [{"id": o.rsplit(".", 1)[0], "property": o.rsplit(".", 1)[1]}
+               for o in output.strip(".").split("...")]
+    return client.post("/_dash-update-component", json={
+        "output": output, "outputs": outputs if len(outputs) > 1 else outputs[0],
+        "inputs": inputs, "changedPropIds": [f"{inputs[0]['id']}.{inputs[0]['property']}"],
+        "state": []})
 
 
-def test_patching_colours_are_white_where_a_cell_does_nothing():
-    noised = figures.effect_heatmap(torch.tensor([[1.0, 0.25], [1.5, 1.0]]), "t", "layer", "head",
-                                    center=1.0).data[0]
-    assert (noised.zmid, noised.zmin, noised.zmax) == (1.0, 0.25, 1.75)
-    denoised = figures.effect_heatmap(torch.tensor([[0.0, 0.5]]), "t", "layer", "head").data[0]
-    assert (denoised.zmid, denoised.zmin, denoised.zmax) == (0.0, -0.5, 0.5)
+def test_page_served_is_set_by_page_content_not_by_the_frame(tmp_store):
+    """The start-up model load waits for `page_served`: the router (the page's frame) and the
+    badge must not set it; the first callback that answers with page content does."""
+    from dashboard.app import create_app
 
-
-def test_circuit_edges_are_as_wide_as_their_effect():
-    heads = [{"layer": 0, "head": 1, "role": "previous_token"},
-             {"layer": 9, "head": 6, "role": "name_mover"}]
-    edges = [{"sender": [0, 1], "receiver": [9, 6], "effect": 0.5},
-             {"sender": [9, 6], "receiver": "logits", "effect": -1.0}]
-    fig = figures.circuit_graph(heads, edges, n_layers=12)
-    lines = [t for t in fig.data if t.mode == "lines"]
-    assert lines[1].line.width == pytest.approx(8.0) and lines[0].line.width == pytest.approx(4.25)
-    assert lines[1].line.dash == "dash" and lines[1].x[1] == 12.5  # logits right of the model
-    names = {t.name for t in fig.data if t.mode == "markers+text"}
-    assert {"previous_token", "name_mover", "output"} <= names
-
-
-# ---- command line ----------------------------------------------------------------------------
-def test_cli_binds_localhost_by_default_and_checks_the_port(capsys):
-    from interp.cli import build_parser, main
-
-    args = build_parser().parse_args(["dashboard"])
-    assert (args.host, args.port, args.model) == ("127.0.0.1", 8050, "smollm2-135m")
-    assert main(["dashboard", "--port", "70000"]) == 2
-    assert "not a TCP port" in capsys.readouterr().err
-    assert main(["dashboard", "--model", "/no/such/model"]) == 2
-    assert "does not exist" in capsys.readouterr().err
-    assert main(["dashboard", "--model", "no-such-model"]) == 2
-    assert "unknown model 'no-such-model'" in capsys.readouterr().err
+    app = create_app(None, tmp_store.path)
+    served = app.interp_state.page_served
+    client = app.server.test_client()
+    url = [{"id": "url", "property": "pathname", "value": "/heads"},
+           {"id": "url", "property": "search", "value": ""}]
+    assert callback_request(client, "page.children", url).status_code == 200
+    assert callback_request(client, "model-badge.children",
+                            [{"id": "badge-poll", "property": "n_intervals", "value": 1}]
+                            ).status_code == 200
+    assert not served.is_set()
+    query = {"model_id": None, "detector": None, "compare": None, "view": "side"}
+    response = callback_request(client, "heads-heatmap.figure",
+                                [{"id": "heads-query", "property": "data", "value": query}])
+    assert response.status_code == 200 and served.is_set()
+    app.interp_state.jobs.shutdown()

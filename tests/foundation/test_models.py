@@ -142,3 +142,18 @@ def test_gguf_file_loads_through_the_cache(smollm2):
 def test_single_token_check(smollm2):
     with pytest.raises(interp.InvalidInput, match="single tokens"):
         smollm2.single_token_id(" Constantinopolitan")
+
+
+def test_a_bad_gguf_is_named_by_the_users_path_not_a_cache_copy(tmp_path, monkeypatch):
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path / "cache"))
+    text = tmp_path / "fake.gguf"
+    text.write_text("not a model\n")
+    with pytest.raises(interp.InvalidInput, match="is not a GGUF file") as err:
+        interp.load_model(str(text))
+    assert str(text) in str(err.value)
+    broken = tmp_path / "broken.gguf"  # the magic bytes, then nothing a reader can parse
+    broken.write_bytes(b"GGUF" + b"\x00" * 64)
+    with pytest.raises(UnsupportedArchitecture, match="could not be converted from GGUF") as err:
+        interp.load_model(str(broken))
+    assert str(broken) in str(err.value) and "model.gguf" not in str(err.value)
+    assert list((tmp_path / "cache" / "models").iterdir()) == []  # no half-converted copy left

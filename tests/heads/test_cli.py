@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from interp import cli
-from interp.commands import common
+import interp_cli.main as cli
+from interp_cli.commands import common
 
 pytestmark = pytest.mark.slow
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from interp.commands.scan import parse_params
+from interp_cli.commands.scan import parse_params
 from interp.errors import InvalidInput
 from interp.heads import DETECTORS, get_detector, parse_detectors
 

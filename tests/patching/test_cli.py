@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from interp.cli import main
+from interp_cli.main import main
 
 
 @pytest.fixture()
 def use_smollm2(smollm2, monkeypatch):
     # The commands load their model from the arguments; reuse the session's copy instead.
-    import interp.commands.circuit as circuit_command
-    import interp.commands.patch as patch_command
+    import interp_cli.commands.circuit as circuit_command
+    import interp_cli.commands.patch as patch_command
 
     monkeypatch.setattr(patch_command, "load_from_args", lambda args: smollm2)
     monkeypatch.setattr(circuit_command, "load_from_args", lambda args: smollm2)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from interp.cli import main
+from interp_cli.main import main
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -19,7 +19,7 @@ def test_bad_arguments(argv, message, capsys):
 
 
 def test_empty_prompt_file_fails_before_loading_a_model(tmp_path, capsys, monkeypatch):
-    import interp.commands.common as common
+    import interp_cli.commands.common as common
 
     monkeypatch.setattr(common, "load_from_args",
                         lambda args: pytest.fail("the model must not load for a bad prompt file"))
@@ -31,7 +31,7 @@ def test_empty_prompt_file_fails_before_loading_a_model(tmp_path, capsys, monkey
 
 def test_small_run_writes_the_store_and_json(qwen, instructions, refused, tmp_path, capsys,
                                              monkeypatch):
-    import interp.commands.common as common
+    import interp_cli.commands.common as common
 
     monkeypatch.setattr(common, "load_from_args", lambda args: qwen)  # reuse the session's model
     harmful = tmp_path / "harmful.json"

@@ -90,7 +90,7 @@ def test_token_spans_and_bad_input(smollm2):
 
 
 def test_steer_command_prints_both_generations(smollm2, capsys, tmp_path):
-    from interp.cli import main
+    from interp_cli.main import main
 
     edit_path = tmp_path / "edit.json"
     assert main(["steer", "--device", "cpu", "--prompt", IOI, "--heads", "20.0,21.1",
@@ -106,7 +106,7 @@ def test_steer_command_prints_both_generations(smollm2, capsys, tmp_path):
 
 
 def test_steer_command_rejects_bad_heads(capsys):
-    from interp.cli import main
+    from interp_cli.main import main
 
     assert main(["steer", "--prompt", "x", "--heads", "20-1", "--scale", "0"]) == 2
     assert "LAYER.HEAD" in capsys.readouterr().err

@@ -9,21 +9,10 @@ from __future__ import annotations
 
 import json
 
-from interp.commands.common import add_model_arguments, load_from_args, write_json
-from interp.errors import InvalidInput
+from interp.edit_kinds import EDIT_KINDS
+from interp_cli.commands.common import add_model_arguments, load_from_args, write_json
 
 HELP = "generate with and without an attention edit (ablate/scale heads, PASTA, ACT)"
-
-
-def parse_heads(text: str | None) -> list[tuple[int, int]] | None:
-    """"20.1,21.3" -> [(20, 1), (21, 3)]."""
-    if not text:
-        return None
-    try:
-        return [tuple(int(x) for x in item.split(".")) for item in text.split(",")]
-    except ValueError:
-        raise InvalidInput(f"--heads {text!r}: write heads as LAYER.HEAD, comma-separated, "
-                           "e.g. 20.1,21.3") from None
 
 
 def add_arguments(parser) -> None:
@@ -35,27 +24,32 @@ def add_arguments(parser) -> None:
     kind.add_argument("--pasta", metavar="PHRASE", action="append",
                       help="highlight PHRASE (repeatable) on --heads")
     kind.add_argument("--act", action="store_true", help="ACT calibration of the prompt's sinks")
-    parser.add_argument("--alpha", type=float, default=0.01, help="PASTA scaling (default 0.01)")
-    parser.add_argument("--beta", type=float, default=0.4, help="ACT scaling (default 0.4)")
+    parser.add_argument("--alpha", type=float, default=EDIT_KINDS["pasta"].default,
+                        help=f"PASTA scaling (default {EDIT_KINDS['pasta'].default})")
+    parser.add_argument("--beta", type=float, default=EDIT_KINDS["act"].default,
+                        help=f"ACT scaling (default {EDIT_KINDS['act'].default})")
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--chat", action="store_true", help="wrap the prompt in the chat template")
     parser.add_argument("--edit-json", help="also write the edit as JSON to this path")
 
 
 def run(args) -> int:
-    from interp.steering import act_calibration, compare, pasta_highlight, scale_heads
+    from interp.edit_kinds import check_edit
+    from interp.errors import InvalidInput
+    from interp.model_paths import check_model_name, peek_shape
 
-    heads = parse_heads(args.heads)
+    kind = "act" if args.act else "pasta" if args.pasta else "scale"
+    request = dict(kind=kind, prompt=args.prompt, heads=args.heads, phrases=args.pasta or (),
+                   strength={"scale": args.scale, "pasta": args.alpha, "act": args.beta}[kind])
+    # Everything but the sinks ACT finds is checked before the model loads.
+    check_model_name(args.model)
+    check_edit(**request, shape=peek_shape(args.model))
+    if args.max_new_tokens < 1:
+        raise InvalidInput(f"--max-new-tokens {args.max_new_tokens}: generate at least 1 token")
+    from interp.steering import build_edit, compare
+
     model = load_from_args(args)
-    text = model.apply_chat_template(args.prompt) if args.chat else args.prompt
-    if args.act:
-        edit = act_calibration(model, args.prompt, beta=args.beta, heads=heads, chat=args.chat)
-    elif heads is None:
-        raise InvalidInput("--scale and --pasta need --heads LAYER.HEAD,...")
-    elif args.pasta:
-        edit = pasta_highlight(model, text, args.pasta, heads, alpha=args.alpha)
-    else:
-        edit = scale_heads(model, heads, args.scale)
+    edit = build_edit(model, **request, chat=args.chat)
     before, after = compare(model, args.prompt, edit, args.max_new_tokens, chat=args.chat)
     print(f"edit: {json.dumps(edit.to_dict())[:400]}")
     print(f"\nwithout: {before.text!r}\n   with: {after.text!r}")

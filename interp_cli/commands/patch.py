@@ -14,27 +14,32 @@ denoising shows what one component alone restores (small for single heads under 
 
 from __future__ import annotations
 
-from interp.commands.common import add_model_arguments, add_store_argument, load_from_args, print_table, write_json
+from interp_cli.commands.common import (add_model_arguments, add_store_argument, check_json_path,
+                                        load_from_args, open_store, print_table, write_json)
 
 HELP = "activation / attribution patching of heads, residual stream or MLPs on a task"
 
-COMPONENTS = ["heads", "resid", "mlp", "attn", "q", "k", "v"]
-
-
 def add_arguments(parser) -> None:
+    # The options are the library's tables (what the dashboard's patching form offers too).
+    from interp.patching.activation import DIRECTIONS
+    from interp.patching.components import COMPONENTS, describe
+    from interp.patching.metrics import METRICS
+    from interp.patching.task_run import METHODS, TASKS
+    from interp.tasks.ioi import CORRUPTIONS
+
     add_model_arguments(parser)
     add_store_argument(parser)
-    parser.add_argument("--task", default="ioi", choices=["ioi"], help="prompt task (default ioi)")
-    parser.add_argument("--component", default="heads", choices=COMPONENTS,
-                        help="what to patch: heads (hook_z per head), resid (per layer x position), "
-                             "mlp / attn (per layer x position), q / k / v (per head; k, v per KV head)")
-    parser.add_argument("--method", default="activation", choices=["activation", "attribution"],
+    parser.add_argument("--task", default="ioi", choices=TASKS, help="prompt task (default ioi)")
+    parser.add_argument("--component", default="heads", choices=list(COMPONENTS),
+                        help="what to patch (hook, unit): "
+                             + "; ".join(describe(name) for name in COMPONENTS))
+    parser.add_argument("--method", default="activation", choices=METHODS,
                         help="exact activation patching, or its gradient estimate (one backward pass)")
-    parser.add_argument("--direction", default="noise", choices=["noise", "denoise"],
+    parser.add_argument("--direction", default="noise", choices=DIRECTIONS,
                         help="noise: corrupted into clean (default); denoise: clean into corrupted")
-    parser.add_argument("--corruption", default="abc", choices=["abc", "s2"],
+    parser.add_argument("--corruption", default="abc", choices=CORRUPTIONS,
                         help="IOI corruption: abc (three fresh names, the paper's) or s2 (only S2)")
-    parser.add_argument("--metric", default="logit_diff", choices=["logit_diff", "prob", "kl"])
+    parser.add_argument("--metric", default="logit_diff", choices=list(METRICS))
     parser.add_argument("--n-prompts", type=int, default=16, help="number of prompts (default 16)")
     parser.add_argument("--seed", type=int, default=0, help="prompt seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=64, help="patched rows per forward")
@@ -47,10 +52,10 @@ def run(args) -> int:
     import json
 
     from interp.patching.task_run import patch_task
-    from interp.store import Store
 
+    check_json_path(args.json)
+    store = open_store(args.store)
     model = load_from_args(args)
-    store = Store(args.store)
     result, run_id = patch_task(model, store, args.task, args.component, args.method,
                                 args.direction, args.corruption, args.metric, args.n_prompts,
                                 args.seed, args.batch_size)

@@ -1,4 +1,4 @@
-"""The `interp` command line: models, load, runs, help."""
+"""The `interp` command line: models, load, runs, help, the dashboard command's checks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from interp.cli import main
+from interp_cli.main import main
 
 
 def test_help_lists_commands(capsys):
@@ -36,7 +36,20 @@ def test_runs_on_an_empty_store(tmp_path, capsys):
 
 
 def test_unknown_model_is_an_error_without_traceback():
-    result = subprocess.run([sys.executable, "-m", "interp.cli", "load", "nope-model"],
+    result = subprocess.run([sys.executable, "-m", "interp_cli", "load", "nope-model"],
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "unknown model 'nope-model'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_cli_binds_localhost_by_default_and_checks_the_port(capsys):
+    from interp_cli.main import build_parser, main
+
+    args = build_parser().parse_args(["dashboard"])
+    assert (args.host, args.port, args.model) == ("127.0.0.1", 8050, "smollm2-135m")
+    assert main(["dashboard", "--port", "70000"]) == 2
+    assert "not a TCP port" in capsys.readouterr().err
+    assert main(["dashboard", "--model", "/no/such/model"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["dashboard", "--model", "no-such-model"]) == 2
+    assert "unknown model 'no-such-model'" in capsys.readouterr().err

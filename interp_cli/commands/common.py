@@ -25,9 +25,30 @@ def add_store_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def load_from_args(args):
+    """The model the arguments name. A name that can never load fails at once, before the
+    slow imports of the load itself."""
+    from interp.model_paths import check_model_name
+
+    check_model_name(args.model)
     from interp.models import load_model
 
     return load_model(args.model, device=args.device, dtype=args.dtype)
+
+
+def open_store(path: Path | None):
+    """The results store at `path` (default: $INTERP_CACHE/results.sqlite), created if need be.
+    Commands open it before loading a model, so a bad --store fails at once."""
+    from interp.store import Store
+
+    return Store(path)
+
+
+def check_json_path(path) -> None:
+    """Refuse before the work starts a --json PATH that could not be written at its end."""
+    from interp.errors import InvalidInput
+
+    if path and str(path) != "-" and Path(path).expanduser().is_dir():
+        raise InvalidInput(f"--json {path} is a folder; name the file to write the JSON to")
 
 
 def write_json(path: Path, data: dict) -> None:

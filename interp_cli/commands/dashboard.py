@@ -8,10 +8,9 @@ results store work at once.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-from interp.commands.common import add_store_argument
-from interp.embedded import DEFAULT_MODEL, EMBEDDED_MODELS
+from interp.embedded import DEFAULT_MODEL
+from interp_cli.commands.common import add_store_argument, open_store
 
 HELP = "open the dashboard in the browser (http://127.0.0.1:8050)"
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -28,29 +27,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--port", default=8050, type=int, help="port (default 8050)")
 
 
-def check_model_argument(model: str) -> None:
-    """Refuse at once what can never load (the server would start only to show the error)."""
-    from interp.errors import InvalidInput
-
-    if model in EMBEDDED_MODELS:
-        return
-    if Path(model).expanduser().exists() or model.startswith((".", "/", "~")):
-        from dashboard.pages.model import check_model_path
-
-        check_model_path(model)
-        return
-    if model.count("/") != 1:  # not an embedded name, not a path, not an "org/name" hub id
-        raise InvalidInput(f"unknown model {model!r}: use an embedded model "
-                           f"({', '.join(EMBEDDED_MODELS)}), a local model directory or .gguf "
-                           "file, or a cached hub id written as org/name")
-
-
 def run(args) -> int:
     from interp.errors import InvalidInput
+    from interp.model_paths import check_model_name
 
     if not 0 < args.port < 65536:
         raise InvalidInput(f"--port {args.port} is not a TCP port (1..65535)")
-    check_model_argument(args.model)
+    # Refuse at once what can never work (the server would start only to show the error).
+    check_model_name(args.model)
+    open_store(args.store)
     from dashboard.app import serve
 
     if args.host not in LOCAL_HOSTS:

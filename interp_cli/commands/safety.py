@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 
-from interp.commands.common import add_model_arguments, add_store_argument, print_table
+from interp_cli.commands.common import add_model_arguments, add_store_argument, open_store, print_table
 
 HELP = "find safety heads (Ships, Sahara) and check them by refusal rate"
 DEFAULT_SAFETY_MODEL = "qwen2.5-coder-0.5b-instruct"
@@ -64,10 +64,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from interp.commands.common import load_from_args
+    from interp_cli.commands.common import load_from_args
     from interp.errors import InvalidInput
     from interp.heads.safety import safety_analysis
-    from interp.store import Store
     from interp.tasks.safety import load_instructions
 
     for name in ("calibration", "train", "test"):
@@ -85,13 +84,13 @@ def run(args) -> int:
             raise InvalidInput(f"--layers must be integers like '8,9,20', got {args.layers!r}") from None
     harmful, harmless = read(args.harmful), read(args.harmless)
     harmful_test, harmless_test = read(args.harmful_test), read(args.harmless_test)
+    store = open_store(args.store)
     model = load_from_args(args)
     params = {"method": args.method, "eps": args.eps, "sahara_steps": args.sahara_steps,
               "sahara_candidates": args.sahara_candidates, "calibration": args.calibration,
               "train": args.train, "test": args.test, "random": args.random,
               "max_new_tokens": args.max_new_tokens, "seed": args.seed, "layers": layers,
               "harmful": args.harmful, "harmless": args.harmless}
-    store = Store(args.store)
     with store.run("safety", model.model_id, params) as run_writer:
         scores = safety_analysis(
             model, harmful, harmless, harmful_test, harmless_test, n_calibration=args.calibration,

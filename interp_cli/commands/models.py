@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from interp.commands.common import print_table
+from interp_cli.commands.common import print_table
 from interp.embedded import EMBEDDED_MODELS, cached_dir, is_cached, is_installed
 
 HELP = "list the embedded models (installed? converted into the cache?)"

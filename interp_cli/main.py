@@ -1,7 +1,10 @@
-"""The `interp` command line. Each subcommand is a module in `interp/commands/` with
+"""The `interp` command line. Each subcommand is a module in `interp_cli/commands/` with
 `HELP`, `add_arguments(parser)` and `run(args) -> int`; add one by listing it in COMMANDS.
 
 Every subcommand calls the same library functions a notebook would; none holds analysis code.
+Command modules import nothing slow at module level, and only the command being run adds its
+arguments (some read option tables from libraries that import torch), so `interp runs` and
+`interp models` answer without importing torch.
 """
 
 from __future__ import annotations
@@ -29,25 +32,35 @@ or --store PATH) where the dashboard and notebooks read them.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with `only` the arguments of that one command (the others are
+    listed with their help but parse no options)."""
     parser = argparse.ArgumentParser(
         prog="interp", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"interp.commands.{name}")
+        module = importlib.import_module(f"interp_cli.commands.{name}")
         command = sub.add_parser(
             name, help=module.HELP, description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.add_arguments(command)
+        if only is None or only == name:
+            module.add_arguments(command)
         command.set_defaults(handler=module.run)
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand argv names (the first word that is not an option), if it is one."""
+    words = [word for word in argv if not word.startswith("-")]
+    return words[0] if words and words[0] in COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=_command_in(argv) or "")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import sys
 
-from interp.commands.common import add_model_arguments, add_store_argument, load_from_args, print_table, write_json
+from interp_cli.commands.common import (add_model_arguments, add_store_argument, check_json_path,
+                                        load_from_args, open_store, print_table, write_json)
 
 HELP = "scan heads: induction, sink, retrieval, streaming, ... (with causal checks)"
 
@@ -77,17 +78,14 @@ def run(args) -> int:
         overrides = detector.cli_overrides(args.prompts, args.max_tokens)
         params[detector.name] = {**overrides, **params.get(detector.name, {})}
         detector.make_params(params[detector.name])  # validate before loading the model
+    check_json_path(args.json)
+    store = None if args.no_store else open_store(args.store)  # a bad --store fails now too
     model = load_from_args(args)
     if args.max_tokens is not None and args.max_tokens > model.n_ctx:
         from interp.errors import InvalidInput
 
         raise InvalidInput(f"--max-tokens {args.max_tokens} exceeds {model.name}'s context of "
                            f"{model.n_ctx} tokens")
-    store = None
-    if not args.no_store:
-        from interp.store import Store
-
-        store = Store(args.store)
     bar = _ProgressBar()
     try:
         result = run_scan(model, [d.name for d in detectors], params=params, verify_k=args.verify,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from interp.commands.common import add_model_arguments, load_from_args
+from interp_cli.commands.common import add_model_arguments, load_from_args
 
 HELP = "load a model, print its facts and an IOI sanity check"
 
@@ -19,9 +19,11 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from interp.predict import next_token_table
-
     from interp.embedded import EMBEDDED_MODELS, verify_package
+    from interp.model_paths import check_model_name
+
+    check_model_name(args.model)  # a model that can never load fails before the slow imports
+    from interp.predict import next_token_table
 
     start = time.perf_counter()
     model = load_from_args(args)

@@ -11,7 +11,8 @@ The JSON: {"model", "task", "heads": [{"layer", "head", "role"}], "edges": [...]
 
 from __future__ import annotations
 
-from interp.commands.common import add_model_arguments, add_store_argument, load_from_args, write_json
+from interp_cli.commands.common import (add_model_arguments, add_store_argument, check_json_path,
+                                        load_from_args, open_store, write_json)
 
 HELP = "discover and evaluate a task's circuit (IOI) by path patching"
 
@@ -52,8 +53,9 @@ def run(args) -> int:
     import json
 
     from circuits.ioi import DiscoveryConfig, discover_ioi_circuit
-    from interp.store import Store
 
+    check_json_path(args.json)
+    store = open_store(args.store)
     model = load_from_args(args)
     config = DiscoveryConfig(
         n_prompts=args.n_prompts, n_eval_prompts=args.n_eval_prompts, seed=args.seed,
@@ -61,7 +63,6 @@ def run(args) -> int:
         greedy_steps=args.greedy_steps, criteria=not args.skip_criteria,
         receivers=args.receivers, trim=args.trim,
     )
-    store = Store(args.store)
     with store.run("circuit", model.model_id, {"task": args.task, **vars(config)}) as run:
         circuit, stages = discover_ioi_circuit(model, config, progress=run.progress)
         for name, result in stages.items():

@@ -1,1 +1,0 @@
-"""Subcommands of the `interp` CLI, one module each (see `interp.cli`)."""
