@@ -35,10 +35,11 @@ from dataclasses import dataclass
 
 import torch
 
-from interp.ablation import METHODS, ablate_heads, check_heads, head_means
+from interp.ablation import METHODS, ablate_heads, head_means
 from interp.errors import InvalidInput
 from interp.heads.base import Progress, sub_progress
 from interp.models import Model
+from interp.names import Head, check_heads, hook_name
 from interp.scores import HeadScores
 from interp.tasks.base import PromptSet
 from interp.tasks.natural_text import natural_text
@@ -72,7 +73,7 @@ def next_token_loss(model: Model, tokens: TokenBatch, positions: torch.Tensor, b
 
 
 @contextmanager
-def mask_keys(model: Model, heads: Iterable[tuple[int, int]], allowed: Callable[[int, int], torch.Tensor]):
+def mask_keys(model: Model, heads: Iterable[Head], allowed: Callable[[int, int], torch.Tensor]):
     """Within the block, the listed heads attend only where `allowed(n_queries, n_keys)` [q, k]
     is True (plus nothing else), through the bridge's `hook_attn_scores` (pre-softmax scores).
 
@@ -97,7 +98,7 @@ def mask_keys(model: Model, heads: Iterable[tuple[int, int]], allowed: Callable[
             return scores
         return hook
 
-    hooks = [(f"blocks.{layer}.attn.hook_attn_scores", make_hook(hs)) for layer, hs in sorted(by_layer.items())]
+    hooks = [(hook_name("attn_scores", layer), make_hook(hs)) for layer, hs in sorted(by_layer.items())]
     with model.bridge.hooks(fwd_hooks=hooks):
         yield
 
@@ -125,7 +126,7 @@ class Behaviour:
     name: str
     metric: str                    # "loss" (lower is better) or "recall" (higher is better)
     claim: str                     # "top_k_hurts_more" | "top_k_hurts_less"
-    measure: Callable[[list[tuple[int, int]]], float]   # heads -> metric with them intervened on
+    measure: Callable[[list[Head]], float]   # heads -> metric with them intervened on
     n_prompts: int
     intervention: str
 
@@ -275,7 +276,7 @@ def safety_behaviour(model: Model, scores: HeadScores, n_prompts: int, prompts=N
                      measure, n, intervention)
 
 
-def random_heads(model: Model, k: int, exclude: list[tuple[int, int]], n_draws: int, seed: int) -> list[list[tuple[int, int]]]:
+def random_heads(model: Model, k: int, exclude: list[Head], n_draws: int, seed: int) -> list[list[Head]]:
     """`n_draws` sets of k distinct heads drawn uniformly from the heads not in `exclude`."""
     pool = [(l, h) for l in range(model.n_layers) for h in range(model.n_heads) if (l, h) not in set(exclude)]
     if k > len(pool):

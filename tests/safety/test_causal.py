@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from interp.heads.safety import first_token_refusal, head_ablation, ships_scan
-from interp.refusal import greedy_generate
+from interp.heads.safety import head_ablation, ships_scan
+from interp.refusal import first_token_refusal, greedy_generate
 from interp.tasks.safety import safety_prompt_set
 
 LAYER = 8     # the layer the issue's quick look pointed at; every head of it is scored
@@ -75,7 +75,6 @@ def test_safety_detector_default_prompts_are_refusals_and_its_check_is_held_out(
     disjoint test split; `verify` then checks on that split with the stored tokens. Layer 8
     only, zero ablation: the issue's quick look found head 8.3 there."""
     from interp.heads import get_detector, verify
-    from interp.heads.safety import first_token_refusal
     from interp.refusal import RefusalTokens
 
     scores = get_detector("safety").scan(qwen, params={"n_prompts": 4, "layers": str(LAYER),
