@@ -183,3 +183,35 @@ def _output_hooks(heads: list[Head], method: str, means: torch.Tensor | None) ->
         return hook
 
     return [(hook_name("z", layer), make_hook(layer, hs)) for layer, hs in sorted(by_layer.items())]
+
+
+@contextmanager
+def mask_keys(model: Model, heads: Iterable[Head], allowed: Callable[[int, int], torch.Tensor]):
+    """Within the block, the listed heads attend only where `allowed(n_queries, n_keys)` [q, k]
+    is True (plus nothing else), through the bridge's `hook_attn_scores` (pre-softmax scores).
+
+    Rows left with no allowed key keep their original scores (nothing to renormalize onto).
+    """
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in check_heads(model, heads):
+        by_layer.setdefault(layer, []).append(head)
+
+    def make_hook(layer_heads: list[int]):
+        index = torch.tensor(layer_heads)
+
+        def hook(scores, hook=None):                       # [b, H, q, k]
+            n_queries, n_keys = scores.shape[-2], scores.shape[-1]
+            query_pos = torch.arange(n_keys - n_queries, n_keys)[:, None]
+            causal = torch.arange(n_keys)[None, :] <= query_pos
+            keep = allowed(n_queries, n_keys) & causal
+            keep = (keep | ~keep.any(-1, keepdim=True)).to(scores.device)   # empty rows: as they were
+            scores = scores.clone()
+            chosen = scores[:, index]
+            scores[:, index] = chosen.masked_fill(~keep, torch.finfo(scores.dtype).min)
+            return scores
+        return hook
+
+    hooks = [(hook_name("attn_scores", layer), make_hook(hs)) for layer, hs in sorted(by_layer.items())]
+    with model.bridge.hooks(fwd_hooks=hooks):
+        yield
+

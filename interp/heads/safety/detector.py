@@ -1,5 +1,5 @@
-"""The `safety` detector of the registry: Ships on harmful prompts the model refuses, and the
-refusal measurement the generic causal check (`interp.heads.verify`) uses for it."""
+"""The `safety` detector of the registry: Ships on harmful prompts the model refuses, its
+refusal measurement for the generic causal check (`interp.heads.verify`), and its summary."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from interp.ablation import ABLATIONS, ablate_heads
 from interp.heads.base import Detector, Progress, Prompts, as_prompt_set, check_context, param, params_json
+from interp.heads.behaviour import Behaviour
 from interp.heads.safety.pipeline import DETECTOR, safety_analysis
 from interp.models import Model
 from interp.refusal import RefusalSplits, RefusalTokens, first_token_refusal, select_refusing
@@ -85,6 +86,7 @@ class SafetyDetector(Detector):
                    "is scaled by eps (Zhou et al. 2024), on harmful chat prompts")
     Params = SafetyParams
     behaviour = "refusal rate on held-out harmful prompts with these heads ablated"
+    check_sizes = (16, None)
 
     def scan(self, model: Model, prompts: Prompts = None, params: SafetyParams | None = None,
              progress: Progress | None = None) -> HeadScores:
@@ -104,6 +106,33 @@ class SafetyDetector(Detector):
                                  progress=progress)
         scores.params = params_json(params)
         return scores
+
+    def causal_behaviour(self, model: Model, scores: HeadScores, ablation: str, n_prompts: int,
+                         max_tokens: int | None, seed: int, prompts=None) -> Behaviour:
+        """Mean first-token refusal log-odds on held-out harmful chat prompts, heads ablated the
+        way the scan ablated them (`ablation` does not apply; see `refusal_measure`).
+        `safety_analysis` adds the generation-based rate and random draws per k."""
+        measure, n, intervention = refusal_measure(model, scores, n_prompts, prompts)
+        # higher log-odds = more refusal, so "worse" (less refusal) is a drop, as for recall
+        return Behaviour("refusal of held-out harmful prompts", "refusal_logodds", "top_k_hurts_more",
+                         measure, n, intervention)
+
+    def summary(self, scores: HeadScores) -> dict:
+        """Top heads by Ships, Sahara's set, timings, the refusal tokens and, after
+        `safety_analysis`'s check, the held-out baseline and the top-k vs random-k table."""
+        out = {"model_id": scores.model_id, "top_heads": scores.top(10),
+               "sahara": scores.info.get("sahara"),
+               "scan_seconds": scores.info.get("scan_seconds"),
+               "sahara_seconds": scores.info.get("sahara_seconds"),
+               "n_train": scores.info.get("n_prompts"),
+               "refusal_tokens": scores.info.get("refusal_tokens")}
+        verify = scores.verify or {}
+        if "summary" in verify:                 # `causal_check`'s result
+            out["baseline"] = verify["baseline"]["harmful"]
+            out["causal_check"] = verify["summary"]
+        elif verify:                            # the generic `interp.heads.verify`
+            out["verify"] = verify
+        return out
 
 
 SAFETY = SafetyDetector()
