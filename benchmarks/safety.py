@@ -48,8 +48,7 @@ def main() -> None:
 
     import torch
 
-    from interp_cli.commands.safety import summary
-    from interp.heads.safety import safety_analysis
+    from interp.heads.safety import SAFETY, safety_analysis
     from interp.models import load_model
 
     torch.set_grad_enabled(False)
@@ -68,7 +67,7 @@ def main() -> None:
         layers=None if args.layers is None else [int(x) for x in args.layers.split(",")],
         batch_size=24)
     total = time.perf_counter() - start
-    result = summary(scores)
+    result = SAFETY.summary(scores)
     result.update({
         "total_seconds": round(total, 1), "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(), "args": vars(args),

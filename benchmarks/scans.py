@@ -183,6 +183,7 @@ def perf_case(case: dict) -> dict:
     import torch
 
     from benchmarks.measure import PeakRSS
+    from interp.names import hook_name
 
     _setup()
     model = _load("smollm2-135m")
@@ -205,7 +206,7 @@ def perf_case(case: dict) -> dict:
             n = batch.seq_len
             out = []
             for layer in range(model.n_layers):
-                pattern = cache[f"blocks.{layer}.attn.hook_pattern"]            # [H, N, N]
+                pattern = cache[hook_name("pattern", layer)]            # [H, N, N]
                 if detector == "induction":
                     d = torch.zeros(n, n)
                     for i, row in enumerate(detection_keys(batch.token_lists()[0], "induction")):
@@ -233,6 +234,7 @@ def _retrieval_run(model, case: dict):
     import torch
 
     from interp.heads.retrieval import greedy_decode, retrieval_decode
+    from interp.names import hook_name
     from interp.tasks.needle import default_needles, load_haystack, needle_test
 
     test = needle_test(model, default_needles()[0], case["tokens"], 50.0, haystack=load_haystack(SHARED_HAYSTACK))
@@ -244,7 +246,7 @@ def _retrieval_run(model, case: dict):
 
         def keep(pattern, hook):
             rows[hook.name] = pattern[0, :, -1].argmax(-1)
-        names = [f"blocks.{l}.attn.hook_pattern" for l in range(model.n_layers)]
+        names = [hook_name("pattern", l) for l in range(model.n_layers)]
         with model.bridge.hooks(fwd_hooks=[(n, keep) for n in names]), torch.no_grad():
             return greedy_decode(model, test.input_ids, 24)
     return with_patterns

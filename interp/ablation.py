@@ -4,12 +4,25 @@
     with ablate_heads(model, [(18, 6), (17, 3)], method="mean", means=means):
         logits = model.hf_model(ids).logits                       # also model.bridge(...), generate()
 
-A head's contribution to the residual stream is its `hook_z` ([batch, pos, head, d_head], the
-attention-weighted values before the output projection) times W_O. Ablating at `hook_z` removes
-exactly that head and nothing else:
-- "zero": z := 0, the head writes nothing (Olsson et al. 2022; TransformerLens demos);
-- "mean": z := its mean over a reference prompt set, every position (Wang et al. 2022, IOI):
-  the head writes its typical output, so what is removed is only the prompt-specific part.
+The ablations (`ABLATIONS`, one table for every caller), at every position of the prompt:
+- "zero": the head's output `hook_z` := 0, the head writes nothing (Olsson et al. 2022;
+  TransformerLens demos). A head's contribution to the residual stream is its `hook_z`
+  ([batch, pos, head, d_head], the attention-weighted values before the output projection)
+  times W_O, so ablating at `hook_z` removes exactly that head and nothing else.
+- "mean": `hook_z` := its mean over a reference prompt set, every position (Wang et al. 2022,
+  IOI): the head writes its typical output, so what is removed is only the prompt-specific part.
+- "query_scale" (Zhou et al. 2024's safety-head ablation): the head's query `hook_q` is
+  multiplied by eps (1e-5), so its attention becomes uniform over the causal prefix. Their
+  reference (github.com/ydyjya/SafetyHeadAttribution, `lib/utils/custommodel.py`) scales after
+  q_proj and before RoPE; RoPE is a per-position rotation, so scaling at `hook_q` (pre-RoPE
+  here too) is the same.
+- "query_mean": the head's query := the mean query over the layer's heads. The reference
+  replaces heads one after another, so a second head in the same layer sees a mean that
+  already includes the first replacement; here every replaced head gets the mean of the
+  original queries (identical for single heads).
+
+`mask_keys` is the other head intervention: the heads attend only to allowed keys (pre-softmax
+scores at `hook_attn_scores`), as the sink and streaming checks need.
 
 The bridge replaces the HF attention modules in place, so these hooks fire in `model.bridge(...)`,
 `model.hf_model(...)` and `model.hf_model.generate(...)` alike. They do not fire inside
@@ -20,35 +33,83 @@ to scale heads inside the fused kernels use `kernels.HeadScale` instead.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 
 from interp.errors import InvalidInput
 from interp.models import Model
+from interp.names import Head, check_heads, hook_name
 from interp.tokens import TokenBatch
 
-METHODS = ("zero", "mean")
+
+@dataclass(frozen=True)
+class Ablation:
+    """One way to switch a head off: the activation it edits ("z": the head's output, "q": its
+    query, both [batch, pos, n_heads, d_head]) and what it writes there."""
+
+    name: str
+    hook: str
+    description: str
 
 
-def _z_hook(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
+ABLATIONS: dict[str, Ablation] = {a.name: a for a in (
+    Ablation("query_scale", "q", "query * eps: uniform attention over the prefix (Zhou et al. 2024)"),
+    Ablation("query_mean", "q", "query := the mean query over the layer's heads"),
+    Ablation("zero", "z", "output hook_z := 0"),
+    Ablation("mean", "z", "output hook_z := its mean over reference prompts (head_means)"),
+)}
+METHODS = tuple(name for name, a in ABLATIONS.items() if a.hook == "z")
+"""The output ablations ("zero", "mean"): those a causal check on any behaviour can use."""
 
 
-def check_heads(model: Model, heads: Iterable) -> list[tuple[int, int]]:
-    """Validate (layer, head) pairs against the model; returns them as sorted unique int pairs."""
-    out = set()
-    for pair in heads:
-        try:
-            layer, head = (int(x) for x in pair)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"a head is a (layer, head) pair, got {pair!r}") from None
-        if not (0 <= layer < model.n_layers and 0 <= head < model.n_heads):
-            raise InvalidInput(f"head {(layer, head)} does not exist in {model.name} "
-                               f"({model.n_layers} layers x {model.n_heads} heads, 0-based)")
-        out.add((layer, head))
-    return sorted(out)
+def check_method(method: str) -> None:
+    if method not in ABLATIONS:
+        raise InvalidInput(f"unknown ablation method {method!r}; use one of {tuple(ABLATIONS)}")
+
+
+def ablation_hook_name(method: str, layer: int) -> str:
+    """The hook an ablation edits: the query (`hook_q`) or the head's output (`hook_z`)."""
+    return hook_name(ABLATIONS[method].hook, layer)
+
+
+def masked_ablation_hook(method: str, mask: torch.Tensor, eps: float, z_mean: torch.Tensor | None):
+    """A hook on [rows, pos, n_heads, d_head] ablating head h of row r where mask[r, h].
+
+    mask: [rows, n_heads] bool, or [1, n_heads] to ablate the same heads in every row.
+    z_mean: [n_heads, d_head] for method "mean".
+    """
+    chosen = mask[:, None, :, None]
+
+    def hook(activation: torch.Tensor, hook=None) -> torch.Tensor:
+        where = chosen.to(activation.device)
+        if method == "query_scale":
+            return torch.where(where, activation * eps, activation)
+        if method == "query_mean":
+            return torch.where(where, activation.mean(dim=2, keepdim=True), activation)
+        if method == "zero":
+            return torch.where(where, torch.zeros((), dtype=activation.dtype), activation)
+        return torch.where(where, z_mean.to(activation)[None, None], activation)
+    return hook
+
+
+def masked_ablation_hooks(method: str, masks: dict[int, torch.Tensor], eps: float,
+                          z_mean: torch.Tensor | None) -> list:
+    """(hook name, hook) pairs ablating, per layer, the heads where masks[layer] [rows, H] is
+    True (a different head set per batch row: the batched Ships scan)."""
+    return [(ablation_hook_name(method, layer), masked_ablation_hook(
+        method, mask, eps, None if z_mean is None else z_mean[layer]))
+        for layer, mask in sorted(masks.items()) if bool(mask.any())]
+
+
+def head_masks(model: Model, heads: list[Head], rows: int = 1) -> dict[int, torch.Tensor]:
+    """{layer: [rows, n_heads] bool}: True at the listed heads, in every row."""
+    masks: dict[int, torch.Tensor] = {}
+    for layer, head in heads:
+        masks.setdefault(layer, torch.zeros(rows, model.n_heads, dtype=torch.bool))[:, head] = True
+    return masks
 
 
 @torch.no_grad()
@@ -68,7 +129,7 @@ def head_means(model: Model, prompts: TokenBatch | str | list[str], batch_size: 
                 return None
             return hook
 
-        with model.bridge.hooks(fwd_hooks=[(_z_hook(l), make_hook(l)) for l in range(model.n_layers)]):
+        with model.bridge.hooks(fwd_hooks=[(hook_name("z", l), make_hook(l)) for l in range(model.n_layers)]):
             model.hf_model.model(input_ids=on_device.input_ids, attention_mask=on_device.mask.long(),
                                  use_cache=False)
         count += int(sub_batch.lengths.sum())
@@ -76,25 +137,37 @@ def head_means(model: Model, prompts: TokenBatch | str | list[str], batch_size: 
 
 
 @contextmanager
-def ablate_heads(model: Model, heads: Iterable, method: str = "zero", means: torch.Tensor | None = None):
-    """Within the block, the listed heads are ablated in every forward of the model.
+def ablate_heads(model: Model, heads: Iterable, method: str = "zero", means: torch.Tensor | None = None,
+                 eps: float = 1e-5):
+    """Within the block, the listed heads are ablated in every forward of the model (also inside
+    `hf_model.generate`).
 
     heads:  (layer, head) pairs; an empty list ablates nothing (a clean run).
-    method: "zero" or "mean"; "mean" needs `means` from `head_means` ([L, H, d_head]).
+    method: one of `ABLATIONS`; "mean" needs `means` from `head_means` ([L, H, d_head]).
+    eps:    the query scale of "query_scale".
     """
-    if method not in METHODS:
-        raise InvalidInput(f"ablation method {method!r} is unknown; use one of {METHODS}")
+    check_method(method)
     chosen = check_heads(model, heads)
     if method == "mean":
         if means is None:
-            raise InvalidInput("mean ablation needs `means`: compute them with "
-                               "interp.ablation.head_means(model, reference_prompts)")
+            raise InvalidInput("mean ablation needs `means` (z_mean) [n_layers, n_heads, d_head]: "
+                               "compute them with interp.ablation.head_means(model, "
+                               "reference_prompts), take a safety scan's z_mean, or use 'zero'")
         expected = (model.n_layers, model.n_heads, model.d_head)
         if tuple(means.shape) != expected:
             raise InvalidInput(f"means must be [n_layers, n_heads, d_head] = {expected}, "
                                f"got {tuple(means.shape)}")
+    if ABLATIONS[method].hook == "q":
+        fwd_hooks = masked_ablation_hooks(method, head_masks(model, chosen), eps, None)
+    else:
+        fwd_hooks = _output_hooks(chosen, method, means)
+    with model.bridge.hooks(fwd_hooks=fwd_hooks):
+        yield chosen
+
+
+def _output_hooks(heads: list[Head], method: str, means: torch.Tensor | None) -> list:
     by_layer: dict[int, list[int]] = defaultdict(list)
-    for layer, head in chosen:
+    for layer, head in heads:
         by_layer[layer].append(head)
 
     def make_hook(layer: int, layer_heads: list[int]):
@@ -109,6 +182,36 @@ def ablate_heads(model: Model, heads: Iterable, method: str = "zero", means: tor
             return z
         return hook
 
-    fwd_hooks = [(_z_hook(layer), make_hook(layer, hs)) for layer, hs in sorted(by_layer.items())]
-    with model.bridge.hooks(fwd_hooks=fwd_hooks):
-        yield chosen
+    return [(hook_name("z", layer), make_hook(layer, hs)) for layer, hs in sorted(by_layer.items())]
+
+
+@contextmanager
+def mask_keys(model: Model, heads: Iterable[Head], allowed: Callable[[int, int], torch.Tensor]):
+    """Within the block, the listed heads attend only where `allowed(n_queries, n_keys)` [q, k]
+    is True (plus nothing else), through the bridge's `hook_attn_scores` (pre-softmax scores).
+
+    Rows left with no allowed key keep their original scores (nothing to renormalize onto).
+    """
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in check_heads(model, heads):
+        by_layer.setdefault(layer, []).append(head)
+
+    def make_hook(layer_heads: list[int]):
+        index = torch.tensor(layer_heads)
+
+        def hook(scores, hook=None):                       # [b, H, q, k]
+            n_queries, n_keys = scores.shape[-2], scores.shape[-1]
+            query_pos = torch.arange(n_keys - n_queries, n_keys)[:, None]
+            causal = torch.arange(n_keys)[None, :] <= query_pos
+            keep = allowed(n_queries, n_keys) & causal
+            keep = (keep | ~keep.any(-1, keepdim=True)).to(scores.device)   # empty rows: as they were
+            scores = scores.clone()
+            chosen = scores[:, index]
+            scores[:, index] = chosen.masked_fill(~keep, torch.finfo(scores.dtype).min)
+            return scores
+        return hook
+
+    hooks = [(hook_name("attn_scores", layer), make_hook(hs)) for layer, hs in sorted(by_layer.items())]
+    with model.bridge.hooks(fwd_hooks=hooks):
+        yield
+

@@ -23,8 +23,12 @@
 `measure_refusal` returns both per prompt and lists the prompts where they disagree: a reply
 that starts "I" but goes on to comply fools (a); a refusal phrased without any listed phrase
 fools (b). Ablations are applied by the caller's hook context: TransformerBridge hooks fire
-inside `hf_model.generate`, so `with head_ablation(...): measure_refusal(...)` measures the
+inside `hf_model.generate`, so `with ablate_heads(...): measure_refusal(...)` measures the
 ablated model.
+
+Prompts the model refuses (`select_refusing`): refusal tokens calibrated on one split, then the
+harmful prompts whose greedy reply starts with one, most confident first, and disjoint test
+splits. The safety detector, `interp safety` and the safety heads' causal check all use it.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 from interp.errors import InvalidInput
 from interp.models import Model
 from interp.tasks.base import PromptSet
+from interp.tasks.safety import safety_prompt_set, split_instructions
 
 # Substrings that mark a refusal. Kept short and specific: broad words ("illegal",
 # "unethical") also occur in compliant answers and would inflate the refusal rate.
@@ -297,3 +302,99 @@ def refusal_report(gen: Generation, tokens: RefusalTokens) -> RefusalReport:
     refused = torch.tensor([is_refusal(t) for t in gen.texts], dtype=torch.bool)
     return RefusalReport(first_token_logodds(gen.first_logprobs, tokens), gen.texts, refused,
                          gen.token_ids, first_token_logodds(gen.first_logprobs, tokens, "observed"))
+
+
+# ---- prompts the model refuses ---------------------------------------------------------------
+@torch.no_grad()
+def last_position_logprobs(model: Model, prompts: PromptSet, batch_size: int = 16) -> torch.Tensor:
+    """[n, vocab] next-token log-probabilities at each prompt's last token (active hooks apply).
+    The unembedding runs at the last positions only: for Qwen's 152k vocabulary it costs as
+    much as the rest of the model when applied at every position."""
+    out = []
+    for sub in prompts.tokens.chunks(batch_size):
+        sub = sub.to(model.device)
+        hidden = model.hf_model.model(input_ids=sub.input_ids, attention_mask=sub.mask.long(),
+                                      use_cache=False).last_hidden_state
+        last = hidden[torch.arange(sub.batch_size, device=hidden.device), sub.final_positions]
+        out.append(torch.log_softmax(model.hf_model.lm_head(last).float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def first_token_refusal(model: Model, prompts: PromptSet, tokens: RefusalTokens,
+                        batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward, no generation: ([n] refusal log-odds, [n] bool: the most likely first token
+    is a refusal start, i.e. greedy decoding would begin a refusal)."""
+    logprobs = last_position_logprobs(model, prompts, batch_size)
+    greedy_refuses = torch.isin(logprobs.argmax(-1), torch.tensor(tokens.refusal))
+    return first_token_logodds(logprobs, tokens), greedy_refuses
+
+
+def rank_refused(model: Model, prompts: PromptSet, tokens: RefusalTokens) -> list[int]:
+    """Indices of the prompts whose greedy reply starts with a refusal token, the most confident
+    refusals (highest log-odds) first."""
+    logodds, greedy_refuses = first_token_refusal(model, prompts, tokens)
+    order = torch.argsort(logodds, descending=True).tolist()
+    return [i for i in order if greedy_refuses[i]]
+
+
+@dataclass
+class RefusalSplits:
+    """Disjoint harmful/harmless splits and what calibration found (see `select_refusing`)."""
+
+    tokens: RefusalTokens
+    train: PromptSet | None       # harmful prompts the model starts refusing, most confident first
+    harmful_test: list[str]
+    harmless_test: list[str]
+    selection: str                # how `train` was chosen, in words
+
+
+def select_refusing(model: Model, harmful: list[str], harmless: list[str],
+                    harmful_test: list[str] | None = None, harmless_test: list[str] | None = None,
+                    n_calibration: int = 8, n_train: int = 16, n_test: int = 16, seed: int = 0,
+                    max_new_tokens: int = 24, batch_size: int = 16,
+                    n_pool: int | None = None) -> RefusalSplits:
+    """Calibrate refusal tokens, then pick training prompts the model refuses: what the safety
+    detector, `interp safety` and the safety heads' causal check share.
+
+    1. Calibration split (harmful + harmless): greedy replies -> refusal/compliance tokens.
+    2. Training prompts: harmful instructions (disjoint from calibration and test) whose greedy
+       reply starts with a refusal token; the `n_train` most confident (highest log-odds), so the
+       next-token distribution Ships compares is mostly the refusal decision. n_train=0 skips
+       this step (`train` is None): only the tokens and the test splits are wanted.
+    *_test default to splits of harmful/harmless. n_pool: harmful instructions screened for
+    step 2 (default 4 * n_train, at most what is left; each costs a forward).
+    The splits depend only on `seed` and the sizes (the pool is drawn last), so the same seed
+    gives the same calibration and test splits whatever n_train is.
+    """
+    if n_train < 0:
+        raise InvalidInput(f"n_train must be >= 0, got {n_train}")
+    sizes = {"calibration": n_calibration}
+    if harmful_test is None:
+        sizes["test"] = n_test
+    available = len(harmful) - sum(sizes.values())
+    n_pool = min(available, 4 * n_train if n_pool is None else n_pool)
+    harmful_split = split_instructions(harmful, {**sizes, "pool": max(n_pool, 0)}, seed)
+    harmful_test = harmful_split.get("test", harmful_test)[:n_test]
+    sizes = {"calibration": n_calibration}
+    if harmless_test is None:
+        sizes["test"] = n_test
+    harmless_split = split_instructions(harmless, sizes, seed)
+    harmless_test = harmless_split.get("test", harmless_test)[:n_test]
+
+    tokens = calibrate_refusal_tokens(
+        model, safety_prompt_set(model, harmful_split["calibration"], "harmful"),
+        safety_prompt_set(model, harmless_split["calibration"], "harmless"),
+        max_new_tokens, batch_size)
+    if n_train == 0:
+        return RefusalSplits(tokens, None, harmful_test, harmless_test, "no training prompts asked for")
+    pool = safety_prompt_set(model, harmful_split["pool"], "harmful")
+    refusing = rank_refused(model, pool, tokens)
+    chosen = refusing[:n_train]
+    if len(chosen) < 2:
+        raise InvalidInput(f"{model.name} starts a refusal on only {len(chosen)} of {len(pool)} "
+                           "harmful training prompts; Ships/Sahara need at least 2: give more "
+                           "harmful prompts or use a model that refuses")
+    train = safety_prompt_set(model, [harmful_split["pool"][i] for i in chosen], "harmful")
+    selection = (f"the {len(chosen)} most confident of the {len(refusing)} refusals (greedy first "
+                 f"token) among {len(pool)} pool prompts")
+    return RefusalSplits(tokens, train, harmful_test, harmless_test, selection)

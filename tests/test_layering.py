@@ -39,11 +39,7 @@ FORBIDDEN: dict[str, set[str]] = {
 DASHBOARD_IMPORTERS = {"interp_cli.commands.dashboard"}
 # Breaks known and being fixed elsewhere: (module, imported module) -> why it is still there.
 # Each must still occur (test_known_exceptions_are_still_needed): delete the entry with the fix.
-KNOWN_EXCEPTIONS = {
-    ("benchmarks.safety", "interp_cli.commands.safety"):
-        "the safety result summary moves from the CLI into the safety detector (issue 11, "
-        "helper heads); then benchmarks/safety.py calls the detector's summary",
-}
+KNOWN_EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def module_name(path: Path) -> str:

@@ -8,7 +8,11 @@
 A scan returns `interp.scores.HeadScores` ([n_layers, n_heads], higher = more of the behaviour).
 `prompts` may be given (a PromptSet, TokenBatch or list of texts); otherwise the detector builds
 its default prompts from the parameters. `verify()` (interp.heads.verify) then checks causally
-that the top heads matter for the behaviour.
+that the top heads matter for the behaviour the detector names (`causal_behaviour`), and
+`summary(scores)` / `summary_lines(scores)` give the figures worth reading.
+
+A new detector is its module (a `Detector` subclass: `scan`, and `causal_behaviour` with
+`check_sizes` when it has a causal check) plus one line in `interp.heads.registry`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from interp.errors import InvalidInput
+from interp.heads.behaviour import Behaviour
 from interp.models import Model
 from interp.scores import HeadScores
 from interp.tasks.base import PromptSet
@@ -68,16 +73,47 @@ def check_context(model: Model, prompts: PromptSet) -> None:
 
 class Detector:
     """Base class. Subclasses set `name`, `description`, `Params` (a dataclass of `param(...)`
-    fields), `behaviour` (what `verify` measures) and implement `scan`."""
+    fields), `behaviour` (what `verify` measures, in words) and implement `scan`; those with a
+    causal check set `check_sizes` and implement `causal_behaviour`; those with figures of
+    their own beyond the top heads extend `summary` and `summary_lines`."""
 
     name: ClassVar[str]
     description: ClassVar[str]
     Params: ClassVar[type]
     behaviour: ClassVar[str] = ""
+    check_sizes: ClassVar[tuple[int, int | None] | None] = None
+    """(n_prompts, max_tokens) of the causal check's default prompts (small: a check, not a
+    benchmark); None when the detector has no causal check."""
 
     def scan(self, model: Model, prompts: Prompts = None, params=None,
              progress: Progress | None = None) -> HeadScores:
         raise NotImplementedError
+
+    # ---- the causal check and the summary --------------------------------------------------
+    def causal_behaviour(self, model: Model, scores: HeadScores, ablation: str, n_prompts: int,
+                         max_tokens: int | None, seed: int, prompts=None) -> Behaviour:
+        """What `verify` measures for this detector's heads: a `Behaviour` whose `measure(heads)`
+        intervenes on `heads` (with `ablation`, "zero" or "mean", where the check ablates) and
+        measures on `n_prompts` default prompts of `max_tokens` tokens, or on `prompts`."""
+        raise InvalidInput(f"detector {self.name!r} defines no causal check")
+
+    def summary(self, scores: HeadScores) -> dict:
+        """The figures worth reading (JSON-able): the model, the top heads, the causal check;
+        detectors add their own facts."""
+        return {"detector": scores.detector, "model_id": scores.model_id,
+                "top_heads": scores.top(10), "verify": scores.verify}
+
+    def summary_lines(self, scores: HeadScores) -> list[str]:
+        """The detector's own facts and the causal check's verdict as sentences (what `interp
+        scan` prints under the top-heads table)."""
+        v = scores.verify
+        if not v or "top_k" not in v:
+            return []
+        ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}"
+        return [f"verify ({v['behaviour']}, {v['intervention']}): baseline {v['baseline']:.4f}, "
+                f"top-{v['k']} {v['top_k']:.4f}, random-{v['k']} mean {v['random_k_mean']:.4f} "
+                f"(draws {', '.join(f'{x:.4f}' for x in v['random_k'])}); effect ratio {ratio}; "
+                f"claim {v['claim']} {'holds' if v.get('claim_holds') else 'does NOT hold'}"]
 
     # ---- parameters ----------------------------------------------------------------------
     def cli_overrides(self, n_prompts: int | None, max_tokens: int | None) -> dict:

@@ -28,15 +28,17 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.ablation import ablate_heads, head_means
 from interp.attention_stats import stream_attention_stats
 from interp.errors import InvalidInput
 from interp.heads.base import (Detector, Progress, Prompts, as_prompt_set, check_context, param,
                                params_json)
+from interp.heads.behaviour import Behaviour, next_token_loss
 from interp.models import Model
 from interp.scores import HeadScores
 from interp.tasks.base import PromptSet
 from interp.tasks.natural_text import natural_text
-from interp.tasks.repeated_tokens import repeated_tokens
+from interp.tasks.repeated_tokens import repeated_tokens, second_half_mask
 from interp.tokens import TokenBatch
 from kernels import AttentionStatsRequest
 
@@ -148,8 +150,13 @@ def concat_prompt_sets(sets: list[PromptSet], pad_id: int) -> PromptSet:
 
 
 class InductionFamilyDetector(Detector):
+    """previous_token, duplicate_token, induction. All three are checked on induction itself:
+    previous-token heads are the first half of the induction circuit (Olsson et al. 2022);
+    duplicate-token heads are checked there too (a weaker claim)."""
+
     Params = InductionFamilyParams
     behaviour = "loss on the second half of repeated random-token sequences"
+    check_sizes = (8, 128)
 
     def __init__(self, kind: str, description: str):
         self.name = kind
@@ -184,6 +191,31 @@ class InductionFamilyDetector(Detector):
             info={"n_prompts": len(prompt_set), "prompt_set": prompt_set.name,
                   "definition": "TransformerLens head_detector, error_measure='mul', mean over prompts"},
         )
+
+    def causal_behaviour(self, model: Model, scores: HeadScores, ablation: str, n_prompts: int,
+                         max_tokens: int | None, seed: int, prompts=None) -> Behaviour:
+        """Loss on the second half of repeated random-token sequences (`prompts`: such a
+        PromptSet of your own), heads ablated at hook_z; "mean" ablation takes its means from 8
+        other random repeated sequences (no shared tokens by design)."""
+        bos = 1 if model.prepend_bos else 0
+        half = max((max_tokens - bos) // 2, 4)
+        if prompts is None:
+            prompts = repeated_tokens(model, n_prompts, half=half, seed=seed + 1000)
+        elif not all("half" in m and "offset" in m for m in prompts.metadata):
+            raise InvalidInput("induction checks need repeated-token prompts "
+                               "(interp.tasks.repeated_tokens.repeated_tokens)")
+        else:
+            half = prompts.metadata[0]["half"]
+        positions = second_half_mask(prompts)
+        means = None
+        if ablation == "mean":
+            means = head_means(model, repeated_tokens(model, 8, half=half, seed=seed + 2000).tokens)
+
+        def measure(heads):
+            with ablate_heads(model, heads, ablation, means):
+                return next_token_loss(model, prompts.tokens, positions)
+        return Behaviour("repeated-token loss (second half)", "loss", "top_k_hurts_more", measure,
+                         len(prompts), f"{ablation} ablation of hook_z")
 
 
 PREVIOUS_TOKEN = InductionFamilyDetector(

@@ -23,12 +23,15 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.ablation import ablate_heads, head_means
 from interp.errors import InvalidInput
 from interp.heads.base import Detector, Progress, param, params_json
+from interp.heads.behaviour import Behaviour
 from interp.models import Model
 from interp.native_attention import native_attention
 from interp.scores import HeadScores
 from interp.tasks.base import PromptSet
+from interp.tasks.natural_text import natural_text
 from interp.tasks.needle import (Needle, NeedleTest, as_prompt_set, default_needles, is_stop_token,
                                  load_haystack, needle_tests, rouge1_recall)
 from kernels import AttentionStatsRequest, attention_session
@@ -152,6 +155,7 @@ class RetrievalDetector(Detector):
     description = "retrieval heads: copy-paste from the needle while answering (Wu et al.)"
     Params = RetrievalParams
     behaviour = "needle recall (ROUGE-1) with these heads ablated"
+    check_sizes = (5, None)
 
     def cli_overrides(self, n_prompts: int | None, max_tokens: int | None) -> dict:
         out = {}
@@ -204,6 +208,53 @@ class RetrievalDetector(Detector):
                           params=params_json(params), prompt_hash=prompt_set.hash,
                           details={"per_test": hits, "recall": recall, "answered": answered.float()},
                           info=info)
+
+    def causal_behaviour(self, model: Model, scores: HeadScores, ablation: str, n_prompts: int,
+                         max_tokens: int | None, seed: int, prompts=None) -> Behaviour:
+        """Needle recall (ROUGE-1) of greedy answers with the heads ablated at hook_z, on the
+        scan's own needle tests that the model answered (recall can only drop from there), or
+        on `prompts` (a list of NeedleTest); the first `n_prompts`. "mean" ablation takes its
+        means from natural text."""
+        params = self.make_params({k: tuple(v) if isinstance(v, list) else v for k, v in scores.params.items()})
+        tests = prompts
+        if tests is not None:
+            if not tests or not all(isinstance(t, NeedleTest) for t in tests):
+                raise InvalidInput("retrieval checks take needle tests: a list of interp.tasks.needle.NeedleTest")
+        else:
+            tests = build_tests(model, params)
+            answered = scores.details.get("answered")
+            if answered is not None and len(answered) == len(tests) and answered.bool().any():
+                tests = [t for t, ok in zip(tests, answered.bool().tolist()) if ok]
+        tests = tests[:n_prompts]
+        means = None
+        if ablation == "mean":
+            means = head_means(model, natural_text(model, 8, 256).tokens)
+
+        def measure(heads):
+            recalls = []
+            with ablate_heads(model, heads, ablation, means):
+                for test in tests:
+                    tokens = greedy_decode(model, test.input_ids, params.max_new_tokens)
+                    response = model.tokenizer.decode(tokens, skip_special_tokens=True)
+                    recalls.append(rouge1_recall(test.needle.answer, response))
+            return sum(recalls) / len(recalls)
+        return Behaviour("needle recall (ROUGE-1)", "recall", "top_k_hurts_more", measure, len(tests),
+                         f"{ablation} ablation of hook_z")
+
+    def summary(self, scores: HeadScores) -> dict:
+        info = scores.info
+        return {**super().summary(scores), **{k: info.get(k) for k in (
+            "threshold", "n_retrieval_heads", "retrieval_head_fraction", "n_answered", "n_tests",
+            "mean_recall", "warning")}}
+
+    def summary_lines(self, scores: HeadScores) -> list[str]:
+        info = scores.info
+        lines = [f"retrieval heads (> {info['threshold']}): {info['n_retrieval_heads']} "
+                 f"({100 * info['retrieval_head_fraction']:.1f}% of heads); answered "
+                 f"{info['n_answered']}/{info['n_tests']} needle tests"]
+        if "warning" in info:
+            lines.append("warning: " + info["warning"])
+        return lines + super().summary_lines(scores)
 
 
 RETRIEVAL = RetrievalDetector()

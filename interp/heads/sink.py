@@ -29,10 +29,12 @@ from dataclasses import dataclass
 
 import torch
 
+from interp.ablation import mask_keys
 from interp.attention_stats import stream_attention_stats
 from interp.errors import InvalidInput
 from interp.heads.base import (Detector, Progress, Prompts, as_prompt_set, check_context, param,
                                params_json)
+from interp.heads.behaviour import Behaviour, next_token_loss
 from interp.models import Model
 from interp.scores import HeadScores
 from interp.tasks.base import PromptSet
@@ -89,6 +91,7 @@ class SinkDetector(Detector):
     description = "attention sinks: mean attention each head gives the first token (Gu et al. alpha_1)"
     Params = SinkParams
     behaviour = "loss change when the first-token sink is masked in these heads"
+    check_sizes = (4, 256)
 
     def scan(self, model: Model, prompts: Prompts = None, params: SinkParams | None = None,
              progress: Progress | None = None) -> HeadScores:
@@ -120,6 +123,53 @@ class SinkDetector(Detector):
             details={"alpha_first": first, "sink_fraction_per_prompt": (first > params.epsilon).float().mean((1, 2))},
             info=info,
         )
+
+    def causal_behaviour(self, model: Model, scores: HeadScores, ablation: str, n_prompts: int,
+                         max_tokens: int | None, seed: int, prompts=None) -> Behaviour:
+        """Next-token loss on natural text (or `prompts`) with the first-token key masked in the
+        heads (pre-softmax; `ablation` does not apply). With first_token="bos" the default
+        texts start with the model's BOS token, as the scan's did."""
+        if prompts is not None:
+            tokens = as_prompt_set(model, prompts, self.name).tokens
+        else:
+            tokens = _text_prompts(model, n_prompts, max_tokens, scores.params.get("first_token") == "bos")
+        positions = tokens.mask.clone()
+        positions[:, 0] = False            # query 0 sees only the first token: nothing was masked
+
+        def measure(heads):
+            with mask_keys(model, heads, without_first_key):
+                return next_token_loss(model, tokens, positions)
+        return Behaviour("next-token loss on natural text", "loss", "top_k_hurts_more", measure,
+                         tokens.batch_size, "first-token key masked (pre-softmax)")
+
+    def summary(self, scores: HeadScores) -> dict:
+        info = scores.info
+        return {**super().summary(scores), "epsilon": info["epsilon"],
+                "sink_fraction": info["sink_fraction"], "first_tokens": info["first_tokens"],
+                "later_sink_tokens": dict(list(info.get("later_sink_tokens", {}).items())[:8])}
+
+    def summary_lines(self, scores: HeadScores) -> list[str]:
+        info = scores.info
+        lines = [f"Sink_1^{info['epsilon']} (fraction of heads with alpha_1 > {info['epsilon']}): "
+                 f"{info['sink_fraction']:.3f}; first tokens: {info['first_tokens'][:5]}"]
+        later = list(info.get("later_sink_tokens", {}).items())[:8]
+        if later:
+            lines.append("later sink tokens: " + ", ".join(f"{t!r} x{r['count']}" for t, r in later))
+        return lines + super().summary_lines(scores)
+
+
+def without_first_key(n_queries: int, n_keys: int) -> torch.Tensor:
+    """[q, k] allowed keys: every key but position 0 (queries are the last n_queries keys)."""
+    allowed = torch.ones(n_queries, n_keys, dtype=torch.bool)
+    allowed[:, 0] = False
+    return allowed
+
+
+def _text_prompts(model: Model, n_prompts: int, max_tokens: int, bos: bool) -> TokenBatch:
+    if bos and model.bos_token_id is not None and not model.prepend_bos:
+        base = natural_text(model, n_prompts, max_tokens - 1).tokens.token_lists()
+        return TokenBatch.from_lists([[model.bos_token_id] + t for t in base], model.pad_token_id)
+    return natural_text(model, n_prompts, max_tokens).tokens
 
 
 def later_sinks(model: Model, alpha: torch.Tensor, tokens: TokenBatch, params: SinkParams) -> dict:

@@ -19,14 +19,17 @@ pattern is never held.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
+from interp.ablation import mask_keys
 from interp.attention_stats import stream_attention_stats
 from interp.errors import InvalidInput
 from interp.heads.base import (Detector, Progress, Prompts, as_prompt_set, check_context, param,
                                params_json)
+from interp.heads.behaviour import Behaviour, next_token_loss
 from interp.models import Model
 from interp.scores import HeadScores
 from interp.tasks.natural_text import natural_text
@@ -79,6 +82,7 @@ class StreamingDetector(Detector):
     description = "streaming heads: attention mass on the sink tokens plus a recent window (DuoAttention)"
     Params = StreamingParams
     behaviour = "loss change when these heads see only the sinks and the recent window"
+    check_sizes = (2, 512)
 
     def scan(self, model: Model, prompts: Prompts = None, params: StreamingParams | None = None,
              progress: Progress | None = None) -> HeadScores:
@@ -126,6 +130,53 @@ class StreamingDetector(Detector):
         return HeadScores(detector=self.name, scores=mean[0], model_id=model.model_id,
                           params=params_json(params), prompt_hash=prompt_set.hash,
                           details=details, info=info)
+
+    def causal_behaviour(self, model: Model, scores: HeadScores, ablation: str, n_prompts: int,
+                         max_tokens: int | None, seed: int, prompts=None) -> Behaviour:
+        """Next-token loss on long natural text (or `prompts`) when the heads see only the scan's
+        sink tokens and its first window (`ablation` does not apply). The claim is the opposite
+        of the others': streaming heads do not need the far context, so restricting them hurts
+        LESS than restricting random heads; it shows at k of the order of the streaming-head
+        count (tens)."""
+        tokens = None if prompts is None else as_prompt_set(model, prompts, self.name).tokens
+        window = int(scores.params.get("windows", [64])[0])
+        sinks = int(scores.params.get("sink_tokens", 4))
+        longest = max_tokens if tokens is None else int(tokens.lengths.max())
+        if longest <= sinks + window + 1:
+            raise InvalidInput(f"streaming verify needs prompts longer than sinks + window = {sinks + window}; "
+                               f"got {longest} tokens")
+        if tokens is None:
+            tokens = natural_text(model, n_prompts, max_tokens).tokens
+        positions = tokens.mask.clone()
+        positions[:, : sinks + window] = False     # only queries that actually lose far keys
+        allowed = sinks_and_window(sinks, window)
+
+        def measure(heads):
+            with mask_keys(model, heads, allowed):
+                return next_token_loss(model, tokens, positions)
+        return Behaviour(f"next-token loss on natural text (window {window}, {sinks} sinks)", "loss",
+                         "top_k_hurts_less", measure, tokens.batch_size,
+                         f"heads restricted to {sinks} sink tokens + {window} recent keys")
+
+    def summary(self, scores: HeadScores) -> dict:
+        info = scores.info
+        return {**super().summary(scores), "threshold": info["threshold"],
+                "streaming_fraction": info["streaming_fraction"]}
+
+    def summary_lines(self, scores: HeadScores) -> list[str]:
+        info = scores.info
+        return ["streaming heads (mass > %s): " % info["threshold"] + ", ".join(
+            f"W={w}: {100 * f:.1f}%" for w, f in info["streaming_fraction"].items())
+        ] + super().summary_lines(scores)
+
+
+def sinks_and_window(sink_tokens: int, window: int) -> Callable[[int, int], torch.Tensor]:
+    """allowed(q, k): the first `sink_tokens` keys and the `window` most recent ones."""
+    def allowed(n_queries: int, n_keys: int) -> torch.Tensor:
+        q = torch.arange(n_keys - n_queries, n_keys)[:, None]
+        k = torch.arange(n_keys)[None, :]
+        return (k < sink_tokens) | ((q - k >= 0) & (q - k < window))
+    return allowed
 
 
 STREAMING = StreamingDetector()

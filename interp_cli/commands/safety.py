@@ -66,7 +66,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from interp_cli.commands.common import load_from_args
     from interp.errors import InvalidInput
-    from interp.heads.safety import safety_analysis
+    from interp.heads.safety import SAFETY, safety_analysis
     from interp.tasks.safety import load_instructions
 
     for name in ("calibration", "train", "test"):
@@ -100,7 +100,7 @@ def run(args) -> int:
             max_new_tokens=args.max_new_tokens, run_verify=not args.no_verify, layers=layers,
             progress=run_writer.progress)
         run_writer.add_scores(scores)
-        result = summary(scores)
+        result = SAFETY.summary(scores)
         run_writer.set_result(result)
     result["run_id"] = run_writer.id
     if args.json:
@@ -108,20 +108,6 @@ def run(args) -> int:
         return 0
     print_report(result)
     return 0
-
-
-def summary(scores) -> dict:
-    """The figures worth reading: top heads, Sahara's set, refusal rates and multipliers."""
-    out = {"model_id": scores.model_id, "top_heads": scores.top(10),
-           "sahara": scores.info.get("sahara"),
-           "scan_seconds": scores.info.get("scan_seconds"),
-           "sahara_seconds": scores.info.get("sahara_seconds"),
-           "n_train": scores.info.get("n_prompts"),
-           "refusal_tokens": scores.info.get("refusal_tokens")}
-    if scores.verify:
-        out["baseline"] = scores.verify["baseline"]["harmful"]
-        out["causal_check"] = scores.verify["summary"]
-    return out
 
 
 def _fmt(value, digits=2):

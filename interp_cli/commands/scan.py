@@ -63,7 +63,7 @@ def parse_params(items: list[str]) -> dict[str, dict]:
 
 
 def run(args) -> int:
-    from interp.heads.registry import DETECTORS, parse_detectors
+    from interp.heads.registry import DETECTORS, get_detector, parse_detectors
     from interp.heads.scan import run_scan, scan_json
 
     if args.list:
@@ -98,7 +98,7 @@ def run(args) -> int:
         print(f"\n{name}: top {args.top} heads of {model.name}")
         print_table([{"layer": h["layer"], "head": h["head"], "score": f"{h['score']:.4f}"}
                      for h in scores.top(args.top)], ["layer", "head", "score"])
-        for line in _summary(scores):
+        for line in get_detector(name).summary_lines(scores):
             print(line)
     if args.json:
         write_json(args.json, scan_json(model, result.scores))
@@ -106,33 +106,6 @@ def run(args) -> int:
     if result.run_id:
         print(f"stored as run {result.run_id} in {store.path}")
     return 0
-
-
-def _summary(scores) -> list[str]:
-    info, lines = scores.info, []
-    if scores.detector == "sink":
-        lines.append(f"Sink_1^{info['epsilon']} (fraction of heads with alpha_1 > {info['epsilon']}): "
-                     f"{info['sink_fraction']:.3f}; first tokens: {info['first_tokens'][:5]}")
-        later = list(info.get("later_sink_tokens", {}).items())[:8]
-        if later:
-            lines.append("later sink tokens: " + ", ".join(f"{t!r} x{r['count']}" for t, r in later))
-    elif scores.detector == "retrieval":
-        lines.append(f"retrieval heads (> {info['threshold']}): {info['n_retrieval_heads']} "
-                     f"({100 * info['retrieval_head_fraction']:.1f}% of heads); answered "
-                     f"{info['n_answered']}/{info['n_tests']} needle tests")
-        if "warning" in info:
-            lines.append("warning: " + info["warning"])
-    elif scores.detector == "streaming":
-        lines.append("streaming heads (mass > %s): " % info["threshold"] + ", ".join(
-            f"W={w}: {100 * f:.1f}%" for w, f in info["streaming_fraction"].items()))
-    if scores.verify:
-        v = scores.verify
-        ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}"
-        lines.append(f"verify ({v['behaviour']}, {v['intervention']}): baseline {v['baseline']:.4f}, "
-                     f"top-{v['k']} {v['top_k']:.4f}, random-{v['k']} mean {v['random_k_mean']:.4f} "
-                     f"(draws {', '.join(f'{x:.4f}' for x in v['random_k'])}); effect ratio {ratio}; "
-                     f"claim {v['claim']} {'holds' if v.get('claim_holds') else 'does NOT hold'}")
-    return lines
 
 
 class _ProgressBar:

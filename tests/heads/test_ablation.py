@@ -4,8 +4,9 @@ ablation writes the reference means; the hooks reach hf_model forwards and gener
 import pytest
 import torch
 
-from interp.ablation import ablate_heads, check_heads, head_means
+from interp.ablation import ablate_heads, head_means
 from interp.errors import InvalidInput
+from interp.names import check_heads, hook_name
 from interp.native_attention import native_attention
 from kernels import AttentionEdit, HeadScale, attention_session
 
@@ -47,7 +48,7 @@ def test_mean_ablation_writes_the_reference_means(smollm2):
     def record(z, hook):
         seen["z"] = z.detach().clone()
     with ablate_heads(smollm2, HEADS, "mean", means):
-        with smollm2.bridge.hooks(fwd_hooks=[("blocks.18.attn.hook_z", record)]):
+        with smollm2.bridge.hooks(fwd_hooks=[(hook_name("z", 18), record)]):
             smollm2.hf_model(batch.input_ids[:1])
     z = seen["z"][0]                                          # [pos, H, dh]
     torch.testing.assert_close(z[:, 6], means[18, 6].expand_as(z[:, 6]))

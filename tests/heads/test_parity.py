@@ -7,6 +7,7 @@ import torch
 from transformer_lens.head_detector import detect_head
 
 from interp.heads import get_detector
+from interp.names import hook_name
 from interp.tokens import TokenBatch
 from interp.tasks.repeated_tokens import repeated_tokens
 
@@ -53,7 +54,7 @@ def caches(smollm2, prompts):
 @pytest.fixture(scope="module")
 def patterns(smollm2, caches):
     """The full attention patterns of both prompts: [L, H, N, N]."""
-    return {key: torch.stack([cache[f"blocks.{l}.attn.hook_pattern"] for l in range(smollm2.n_layers)])
+    return {key: torch.stack([cache[hook_name("pattern", l)] for l in range(smollm2.n_layers)])
             for key, cache in caches.items()}
 
 

@@ -8,6 +8,7 @@ import torch
 from interp.errors import InvalidInput
 from interp.heads import get_detector
 from interp.heads.retrieval import greedy_decode, retrieval_decode
+from interp.names import hook_name
 from interp.tasks.needle import (Needle, default_haystack, default_needles, load_haystack, needle_test,
                                  rouge1_recall)
 
@@ -40,7 +41,7 @@ def test_streamed_scores_equal_the_reference_procedure_on_full_patterns(smollm2,
     rows = {}
     def keep_last_row(pattern, hook):
         rows[hook.name] = pattern[0, :, -1].detach().clone()          # [H, keys]
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(smollm2.n_layers)]
+    names = [hook_name("pattern", l) for l in range(smollm2.n_layers)]
     start, end = test_prompt.answer_span
     prompt = torch.tensor(test_prompt.input_ids)
     hits = torch.zeros(smollm2.n_layers, smollm2.n_heads)

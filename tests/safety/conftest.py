@@ -51,7 +51,7 @@ def calibration(qwen, instructions) -> Calibration:
 def refused(qwen, instructions, calibration):
     """Harmful instructions (outside calibration) whose greedy reply Qwen starts with a refusal
     token, the most confident first."""
-    from interp.heads.safety import rank_refused
+    from interp.refusal import rank_refused
     from interp.tasks.safety import safety_prompt_set
 
     pool = instructions["harmful"][N_CALIBRATION_HARMFUL:N_CALIBRATION_HARMFUL + POOL]

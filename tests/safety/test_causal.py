@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import random
 
-from interp.heads.safety import first_token_refusal, head_ablation, ships_scan
-from interp.refusal import greedy_generate
+from interp.heads.safety import head_ablation, ships_scan
+from interp.refusal import first_token_refusal, greedy_generate
 from interp.tasks.safety import safety_prompt_set
 
 LAYER = 8     # the layer the issue's quick look pointed at; every head of it is scored
@@ -59,6 +59,7 @@ def test_safety_detector_from_the_registry_and_its_generic_check(qwen, refused, 
     assert scores.detector == "safety" and scores.params["method"] == METHOD
     assert tuple(scores.scores.shape) == (qwen.n_layers, qwen.n_heads)
     assert scores.scores[LAYER].gt(0).all() and scores.scores[LAYER + 1].eq(0).all()
+    assert scores.info["train_instructions"] == refused[:2]   # what a fallback check leaves out
     scores.info["refusal_tokens"] = calibration.tokens.to_json()   # as `interp safety` stores them
     stored = refusal_tokens_of(qwen, scores)       # the stored tokens, not freshly calibrated
     assert (stored.refusal, stored.compliance) == (calibration.tokens.refusal, calibration.tokens.compliance)
@@ -75,7 +76,6 @@ def test_safety_detector_default_prompts_are_refusals_and_its_check_is_held_out(
     disjoint test split; `verify` then checks on that split with the stored tokens. Layer 8
     only, zero ablation: the issue's quick look found head 8.3 there."""
     from interp.heads import get_detector, verify
-    from interp.heads.safety import first_token_refusal
     from interp.refusal import RefusalTokens
 
     scores = get_detector("safety").scan(qwen, params={"n_prompts": 4, "layers": str(LAYER),
@@ -90,3 +90,25 @@ def test_safety_detector_default_prompts_are_refusals_and_its_check_is_held_out(
     result = verify(qwen, scores, k=1, n_random=3)
     assert result["n_prompts"] == 8 and result["heads"] == [[LAYER, 3]]
     assert result["claim_holds"] and result["top_k_effect"] > 0.1, result
+
+
+def test_the_check_of_a_scan_on_own_prompts_holds_out_its_training_prompts(qwen):
+    """A scan on the caller's prompts stores no refusal tokens or test split: its check draws
+    them with `select_refusing` (no training prompts) from the project's default sets, the
+    scan's own training instructions left out."""
+    import torch
+
+    from interp.heads.safety import held_out_splits
+    from interp.scores import HeadScores
+    from interp.tasks.safety import default_instructions, split_instructions
+
+    defaults = default_instructions("harmful")
+    trained = defaults[:20]
+    scores = HeadScores("safety", torch.zeros(qwen.n_layers, qwen.n_heads), qwen.model_id,
+                        {"method": METHOD}, info={"train_instructions": trained})
+    splits = held_out_splits(qwen, scores, n_test=4, calibration=2)
+    assert splits.train is None and len(splits.harmful_test) == 4
+    assert not set(splits.harmful_test) & set(trained)
+    expected = split_instructions(defaults[20:], {"calibration": 2, "test": 4, "pool": 0}, seed=0)
+    assert splits.harmful_test == expected["test"]
+    assert "I" in [splits.tokens.strings[t] for t in splits.tokens.refusal]

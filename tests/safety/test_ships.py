@@ -11,6 +11,7 @@ import torch
 from interp.errors import InvalidInput
 from interp.heads.safety import (ABLATIONS, head_ablation, kl_divergence, principal_angle,
                                  sahara, ships_scan)
+from interp.names import hook_name
 from interp.tasks.safety import safety_prompt_set
 
 LAYER = 22  # late layers: the scan reruns only layers LAYER.., which keeps the test cheap
@@ -105,7 +106,7 @@ def test_eps_scaled_query_attends_uniformly(qwen, two_prompts):
 
     ids = two_prompts.tokens.input_ids[:1, : int(two_prompts.tokens.lengths[0])]
     with head_ablation(qwen, [(LAYER, 3)]):
-        qwen.bridge.run_with_hooks(ids, fwd_hooks=[(f"blocks.{LAYER}.attn.hook_pattern", keep)],
+        qwen.bridge.run_with_hooks(ids, fwd_hooks=[(hook_name("pattern", LAYER), keep)],
                                    return_type=None)
     pattern = patterns["p"][0]                                       # [H, q, k]
     n = pattern.shape[-1]
