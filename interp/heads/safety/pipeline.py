@@ -112,8 +112,9 @@ def safety_analysis(model: Model, harmful: list[str] | None = None,
                     None if splits is None else splits.tokens,
                     progress=lambda f, m: report(scan_start + (scan_share - scan_start) * f, m),
                     sahara_candidates=sahara_candidates, rows_per_forward=rows_per_forward)
-    if training_instructions(train) is not None:
-        scores.info["train_instructions"] = training_instructions(train)
+    trained = training_instructions(train)
+    if trained is not None:
+        scores.info["train_instructions"] = trained
     if splits is not None:
         scores.info.update({"test_instructions": splits.harmful_test,
                             "n_calibration": n_calibration, "seed": seed})
