@@ -223,9 +223,6 @@ class SharedPrefix:
         from transformers import DynamicCache
 
         rows = torch.zeros(batch_size, dtype=torch.long) if self.rows is None else self.rows
-        if rows.shape[0] != batch_size:
-            raise InvalidInput(f"the prefix is set up for {rows.shape[0]} rows but the batch has "
-                               f"{batch_size}: call prefix.for_rows(variant_of_each_row)")
         cache = DynamicCache(config=model.hf_model.config)
         index = rows.to(self.keys[0].device)
         for layer, (keys, values) in enumerate(zip(self.keys, self.values)):
@@ -253,9 +250,11 @@ def encode_prefix(model: Model, tokens: TokenBatch, *, hooks: Hooks = (),
                            "and values from layer 0 (encode_prefix without start_layer)")
     from transformers import DynamicCache
 
+    plan = _plan(model, tokens, None, hooks, (), ablation, None, None, None, start_layer,
+                 start_residual, None, "bridge")
     cache = DynamicCache(config=model.hf_model.config)
-    run(model, tokens, output=None, hooks=hooks, ablation=ablation, start_layer=start_layer,
-        start_residual=start_residual, _cache=cache)
+    _execute(model, tokens, plan, None, start_layer=start_layer, start_residual=start_residual,
+             cache=cache)
     n = tokens.batch_size
     keys, values = [], []
     for layer in range(model.n_layers):
@@ -284,7 +283,7 @@ def run(model: Model, tokens: TokenBatch, *, output: str | None = "final_logits"
         edit: AttentionEdit | None = None, stats=None,
         on_stats: Callable[[int, dict], None] | None = None, start_layer: int = 0,
         start_residual: torch.Tensor | None = None, prefix: SharedPrefix | None = None,
-        engine: str = "auto", _cache=None) -> torch.Tensor | None:
+        engine: str = "auto") -> torch.Tensor | None:
     """One forward of `tokens` (right-padded, see `interp.tokens`) with everything asked for.
 
     output:   "logits" [b, n, vocab] | "final_logits" [b, vocab] at each row's last real token |
@@ -304,6 +303,13 @@ def run(model: Model, tokens: TokenBatch, *, output: str | None = "final_logits"
     """
     plan = _plan(model, tokens, output, hooks, bwd_hooks, ablation, edit, stats, on_stats,
                  start_layer, start_residual, prefix, engine)
+    return _execute(model, tokens, plan, output, bwd_hooks, edit, stats, on_stats, start_layer,
+                    start_residual, prefix)
+
+
+def _execute(model, tokens, plan, output, bwd_hooks=(), edit=None, stats=None, on_stats=None,
+             start_layer=0, start_residual=None, prefix=None, cache=None):
+    """Run a validated call (see `run`); `cache`: a DynamicCache to fill (`encode_prefix`)."""
     tokens = tokens.to(model.device)
     with ExitStack() as stack:
         if plan.engine == "kernel":
@@ -312,7 +318,7 @@ def run(model: Model, tokens: TokenBatch, *, output: str | None = "final_logits"
         if start_layer > 0:
             stack.enter_context(_skip_blocks_below(model, start_layer))
         try:
-            return _forward(model, tokens, output, start_residual, prefix, _cache)
+            return _forward(model, tokens, output, start_residual, prefix, cache)
         except StopForward:
             return None
 
@@ -407,6 +413,14 @@ def _plan(model, tokens, output, hooks, bwd_hooks, ablation, edit, stats, on_sta
                                "use output='logits' (or 'final_logits', where it sees [b, 1, d])")
     if prefix is not None:
         _check_full_attention(model)
+        rows = prefix.rows
+        if rows is not None and (rows.shape[0] != tokens.batch_size or
+                                 int(rows.max()) >= prefix.n_variants or int(rows.min()) < 0):
+            raise InvalidInput(f"prefix.rows must name one of its {prefix.n_variants} variants "
+                               f"for each of the batch's {tokens.batch_size} rows")
+        if rows is None and prefix.n_variants != 1:
+            raise InvalidInput(f"the prefix has {prefix.n_variants} variants: say which one "
+                               "each row continues with prefix.for_rows(variant_of_each_row)")
     switch_on_gated_hooks(model, [name for name, _ in list(forward_hooks) + list(bwd_hooks)
                                   if isinstance(name, str)])
     return _Plan(engine, forward_hooks)

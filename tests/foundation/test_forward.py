@@ -159,6 +159,10 @@ def test_shared_prefix_and_per_row_variants_equal_the_full_forward(smollm2):
     batched = run(smollm2, suffix, prefix=variants.for_rows(torch.tensor([0, 1])),
                   ablation=ablation, start_layer=layer, start_residual=kept["suffix"])
     assert torch.allclose(batched, run(smollm2, full, ablation=ablation), atol=1e-4)
+    with pytest.raises(InvalidInput, match="say which one each row continues"):
+        run(smollm2, suffix, prefix=variants)
+    with pytest.raises(InvalidInput, match="one of its 2 variants"):
+        run(smollm2, suffix, prefix=variants.for_rows(torch.tensor([0, 2])))
 
 
 @torch.no_grad()

@@ -105,3 +105,7 @@ def test_bad_receivers(smollm2, prompts):
         path_patch(smollm2, prompts, [Receiver(5, 0, "o")])
     with pytest.raises(InvalidInput, match="at or after"):
         path_patch(smollm2, prompts, [Receiver(5, 0, "q")], senders=[(6, 0)])
+    with pytest.raises(InvalidInput, match=r"head \(2, 40\) does not exist"):
+        path_attribution(smollm2, prompts, [Receiver(5, 0, "q")], senders=[(2, 40)])
+    with pytest.raises(InvalidInput, match=r"head \(5, 12\) does not exist"):
+        path_attribution(smollm2, prompts, [Receiver(5, 12, "q")])
