@@ -27,15 +27,31 @@ RESULTS = Path(__file__).parent / "results" / "streaming_forward.md"
 TEXT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "haystack"
 
 
-def long_text_ids(model, n_tokens: int) -> "torch.Tensor":
+def long_text_ids(encode, n_tokens: int) -> "torch.Tensor":
     """n_tokens of natural text (Paul Graham essays, test data), repeated if needed."""
     import torch
 
     text = "\n\n".join(p.read_text() for p in sorted(TEXT_DIR.glob("*.txt")))
-    ids = model.encode(text)
+    ids = encode(text)
     while len(ids) < n_tokens:
         ids = ids + ids
     return torch.tensor([ids[:n_tokens]])
+
+
+def plain_sdpa_forward(n_tokens: int):
+    """The baseline: transformers alone with sdpa attention, the same weights (the embedded
+    model's converted directory) loaded without the bridge. Returns the forward to time."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from interp.embedded import EMBEDDED_MODELS, ensure_converted
+
+    path = str(ensure_converted(EMBEDDED_MODELS["smollm2-135m"], show_progress=False))
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    ids = long_text_ids(lambda text: tokenizer(text, add_special_tokens=False).input_ids, n_tokens)
+    plain = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                 attn_implementation="sdpa").eval()
+    return lambda: plain(ids)
 
 
 def run_one(case: dict) -> dict:
@@ -45,17 +61,13 @@ def run_one(case: dict) -> dict:
     from interp import load_model
 
     torch.set_grad_enabled(False)
-    model = load_model("smollm2-135m", device="cpu", show_progress=False)
-    ids = long_text_ids(model, case["tokens"])
     method = case["method"]
     if method == "sdpa":
-        model.hf_model.set_attn_implementation("sdpa")
-        from interp.native_attention import native_attention
-
-        def forward():
-            with native_attention(model):
-                model.hf_model(ids)
-    elif method == "streaming":
+        forward = plain_sdpa_forward(case["tokens"])
+    else:
+        model = load_model("smollm2-135m", device="cpu", show_progress=False)
+        ids = long_text_ids(model.encode, case["tokens"])
+    if method == "streaming":
         from interp.attention_stats import masked_query_mean, stream_attention_stats
         from interp.tokens import TokenBatch
         from kernels import AttentionStatsRequest
@@ -78,7 +90,7 @@ def run_one(case: dict) -> dict:
     elif method == "run_with_cache":
         def forward():
             model.bridge.run_with_cache(ids, names_filter=lambda n: n.endswith("hook_pattern"))
-    else:
+    elif method != "sdpa":
         raise ValueError(method)
     with PeakRSS() as memory:
         start = time.perf_counter()

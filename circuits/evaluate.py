@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 
 from circuits.circuit import ROLE_POSITIONS, Circuit
-from interp.ablation import check_heads
 from interp.errors import InvalidInput
 from interp.models import Model
+from interp.names import check_heads, hook_name
 from interp.patching.activation import final_logits_and_cache
 from interp.patching.components import has_named_positions, position_table
 from interp.patching.metrics import MetricTargets, resolve_metric
@@ -69,7 +69,7 @@ def template_means(model: Model, prompts: PromptSet, reference=None, batch_size:
                                                          prompts.tokens.lengths)]
     groups = sorted(set(keys), key=str)
     group_of = torch.tensor([groups.index(k) for k in keys])
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.n_layers)]
+    names = [hook_name("z", layer) for layer in range(model.n_layers)]
     _, cache = final_logits_and_cache(model, reference, names, batch_size=batch_size)
     z = torch.stack([cache[name] for name in names], dim=1)  # [n, L, seq, H, d]
     means = torch.zeros((len(groups),) + tuple(z.shape[1:]), dtype=z.dtype, device=z.device)
@@ -132,7 +132,7 @@ def ablated_metric(
             def hook(z, hook=None, layer=layer, kept=kept):
                 mean = z_means[group, layer, :width].to(z.dtype)
                 return torch.where(kept[..., None], z, mean)
-            hooks.append((f"blocks.{layer}.attn.hook_z", hook))
+            hooks.append((hook_name("z", layer), hook))
         return hooks
 
     def reduce(logits, rows):

@@ -21,10 +21,12 @@ from collections.abc import Sequence
 
 import torch
 
+from interp.forward import StopForward, run
 from interp.models import Model
+from interp.names import hook_name
 from interp.patching.components import position_table
-from interp.patching.runner import forward_final_logits
 from interp.tasks.base import PromptSet
+from interp.tokens import TokenBatch
 
 RELATIONS = (("end", "IO"), ("end", "S1"), ("end", "S2"), ("S2", "S1"), ("S2", "S1+1"),
              ("S1+1", "S1"))
@@ -52,8 +54,8 @@ def attention_to_positions(model: Model, prompts: PromptSet, relations=RELATIONS
                     sums[f"{q}->{k}"][layer] += pattern[batch, :, qi, ki].sum(0)
             return hook
 
-        forward_final_logits(model, sub.input_ids, sub.final_positions,
-                             [(f"blocks.{l}.attn.hook_pattern", reduce(l)) for l in range(model.n_layers)])
+        run(model, sub, output=None,
+            hooks=[(hook_name("pattern", l), reduce(l)) for l in range(model.n_layers)])
     return {key: value / len(prompts) for key, value in sums.items()}
 
 
@@ -83,20 +85,20 @@ def direct_logit_attribution(model: Model, prompts: PromptSet, batch_size: int =
 
         hooks = []
         for layer in range(model.n_layers):
-            hooks.append((f"blocks.{layer}.attn.hook_z", leaf(layer)))
+            hooks.append((hook_name("z", layer), leaf(layer)))
             # Cut every path through later attention and MLP inputs: only the residual
             # stream's skip connections remain between a head and the unembedding.
-            hooks += [(f"blocks.{layer}.ln1.hook_in", _detach), (f"blocks.{layer}.ln2.hook_in", _detach)]
+            hooks += [(hook_name("in", layer, "ln1"), _detach), (hook_name("in", layer, "ln2"), _detach)]
             for post in ("ln1_post", "ln2_post"):
-                if f"blocks.{layer}.{post}.hook_scale" in model.bridge.hook_dict:
-                    hooks.append((f"blocks.{layer}.{post}.hook_scale", _freeze_scale))
+                if hook_name("scale", layer, post) in model.bridge.hook_dict:
+                    hooks.append((hook_name("scale", layer, post), _freeze_scale))
         hooks.append(("ln_final.hook_scale", _freeze_scale))
         with torch.enable_grad():
             import warnings
 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the bridge warns that edited scales leave HF's kernel
-                logits = forward_final_logits(model, sub.input_ids, sub.final_positions, hooks).float()
+                logits = run(model, sub, hooks=hooks).float()
             batch = torch.arange(sub.batch_size)
             diff = logits[batch, prompts.answers[rows]] - logits[batch, prompts.wrong_answers[rows]]
             layers = sorted(leaves)
@@ -118,14 +120,14 @@ def copying_scores(model: Model, words: Sequence[str], heads: Sequence[tuple[int
     head's OV circuit (negated if `negative`); NaN for heads not in `heads`."""
     ids = [model.single_token_id(w) for w in words]
     prompts = [([model.bos_token_id] if model.prepend_bos else []) + [i] for i in ids]
-    tokens = torch.tensor(prompts)
     kept = {}
 
     def keep(x, hook=None):
         kept["resid"] = x.detach()
+        raise StopForward  # nothing later is needed
 
-    forward_final_logits(model, tokens, torch.full((len(ids),), tokens.shape[1] - 1),
-                         [("blocks.1.hook_resid_pre", keep)])
+    run(model, TokenBatch.from_lists(prompts, model.pad_token_id), output=None,
+        hooks=[(hook_name("resid_pre", 1), keep)])
     resid = kept["resid"][:, -1:, :]  # [n, 1, d]: each name after block 0
     heads = heads or [(l, h) for l in range(model.n_layers) for h in range(model.n_heads)]
     group = model.n_heads // model.n_kv_heads

@@ -1,6 +1,6 @@
 """Streaming attention statistics: per-head numbers without ever holding an N x N pattern.
 
-The model runs with the workbench's own attention function (`kernels.attention_session`:
+The model runs on the kernel engine of `interp.forward` (the workbench's own attention function:
 Triton on GPU, the blocked torch reference on CPU). At each layer the kernel returns the
 statistics asked for (row LSE, entropy, argmax key, mass on a key set, mass each key receives,
 probabilities at chosen keys), the caller's `reduce` shrinks them to what it needs (e.g. one
@@ -20,10 +20,10 @@ from collections.abc import Callable
 
 import torch
 
+from interp.forward import cat_padded, run_batched
 from interp.models import Model
-from interp.native_attention import native_attention
 from interp.tokens import TokenBatch
-from kernels import AttentionEdit, AttentionStatsRequest, attention_session
+from kernels import AttentionEdit, AttentionStatsRequest
 
 RequestFor = AttentionStatsRequest | Callable[[int, TokenBatch], AttentionStatsRequest | None]
 Reduce = Callable[[int, dict[str, torch.Tensor], TokenBatch], torch.Tensor]
@@ -55,40 +55,23 @@ def stream_attention_stats(
     batch = prompts if isinstance(prompts, TokenBatch) else model.tokenize(prompts)
     wanted = set(range(model.n_layers) if layers is None else layers)
     per_layer: dict[int, list[torch.Tensor]] = {layer: [] for layer in sorted(wanted)}
-    done = 0
-    for sub_batch in batch.chunks(batch_size):
-        on_device = sub_batch.to(model.device)
 
+    def statistics(sub_batch: TokenBatch, rows) -> dict:
         def request_for(layer: int, *_shape) -> AttentionStatsRequest | None:
             if layer not in wanted:
                 return None
-            return request(layer, on_device) if callable(request) else request
+            return request(layer, sub_batch) if callable(request) else request
 
         def on_stats(layer: int, stats: dict[str, torch.Tensor]) -> None:
-            per_layer[layer].append(reduce(layer, stats, on_device).detach().cpu())
+            per_layer[layer].append(reduce(layer, stats, sub_batch).detach().cpu())
+        return {"stats": request_for, "on_stats": on_stats}
 
-        with torch.no_grad(), native_attention(model), attention_session(
-                model.hf_model, edit=edit, stats=request_for, on_stats=on_stats):
-            # The decoder stack alone: the statistics need no logits, and the [b, seq, vocab]
-            # logits tensor would be the largest allocation of the whole forward.
-            model.hf_model.model(input_ids=on_device.input_ids,
-                                 attention_mask=on_device.mask.long(), use_cache=False)
-        done += sub_batch.batch_size
-        if progress is not None:
-            progress(done / batch.batch_size, f"{done}/{batch.batch_size} prompts")
-    return torch.stack([_cat_padded(per_layer[layer]) for layer in sorted(wanted)])
-
-
-def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate along dim 0, zero-padding the other dims to their maximum."""
-    shape = [max(p.shape[d] for p in parts) for d in range(1, parts[0].ndim)]
-    padded = []
-    for part in parts:
-        pads = []
-        for d in reversed(range(1, part.ndim)):
-            pads += [0, shape[d - 1] - part.shape[d]]
-        padded.append(torch.nn.functional.pad(part, pads) if any(pads) else part)
-    return torch.cat(padded)
+    with torch.no_grad():
+        # output=None: the decoder stack alone. The statistics need no logits, and the
+        # [b, seq, vocab] logits tensor would be the largest allocation of the whole forward.
+        run_batched(model, batch, batch_size=batch_size, output=None, edit=edit,
+                    per_batch=statistics, progress=progress)
+    return torch.stack([cat_padded(per_layer[layer]) for layer in sorted(wanted)])
 
 
 def masked_query_mean(values: torch.Tensor, batch: TokenBatch, min_position: int = 0) -> torch.Tensor:

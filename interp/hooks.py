@@ -7,7 +7,8 @@ Two ways to read activations as the model runs, both batched over prompts (right
 - `run_with_reducers`: at each named hook apply a reducer `fn(activation, batch) -> Tensor`
   and keep only its (small) result; the activation itself is dropped as the forward moves on.
 
-Attention statistics that must not materialize the N x N pattern go through
+Both run through `interp.forward.run_batched` (the decoder stack alone, unless an unembedding
+hook is named). Attention statistics that must not materialize the N x N pattern go through
 `interp.attention_stats` instead (the fused kernel / blocked reference), not through hooks.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from interp.errors import InvalidInput
+from interp.forward import hook_gate, run_batched, switch_on_gated_hooks, unknown_hooks
 from interp.models import Model
 from interp.tokens import TokenBatch
 
@@ -26,35 +28,20 @@ NamesFilter = str | Iterable[str] | Callable[[str], bool]
 Reducer = Callable[[torch.Tensor, TokenBatch], torch.Tensor]
 
 
-def _gate(model: Model, name: str) -> str | None:
-    """The bridge flag (e.g. "use_attn_result") a hook needs switched on, or None.
-
-    TransformerLens computes some hooks only when switched on, since they cost extra work on
-    every forward: a predicate never selects them; naming one explicitly switches it on.
-    """
-    point = model.bridge.hook_dict[name]
-    return model.bridge._gated_hook_reason(point.name or name)
-
-
 def hook_names(model: Model, names: NamesFilter) -> list[str]:
     """Resolve a name, a list of names or a predicate to the model's hook names, in model order."""
     available = list(model.bridge.hook_dict.keys())
     if callable(names):
-        chosen = [n for n in available if names(n) and _gate(model, n) is None]
+        chosen = [n for n in available if names(n) and hook_gate(model, n) is None]
     else:
         wanted = [names] if isinstance(names, str) else list(names)
         unknown = [n for n in wanted if n not in model.bridge.hook_dict]
         if unknown:
-            examples = [n for n in available if n.startswith("blocks.0.")][:12]
-            raise InvalidInput(
-                f"unknown hook name(s) {unknown} for {model.name}; names follow TransformerLens, "
-                f"e.g. {examples}"
-            )
+            raise unknown_hooks(model, unknown)
         chosen = [n for n in available if n in set(wanted)]
     if not chosen:
         raise InvalidInput(f"no hook of {model.name} matches {names!r}")
-    for flag in {_gate(model, n) for n in chosen} - {None}:
-        getattr(model.bridge, f"set_{flag}")(True)
+    switch_on_gated_hooks(model, chosen)
     return chosen
 
 
@@ -78,20 +65,20 @@ def run_with_reducers(
     batch = _as_batch(model, prompts)
     names = hook_names(model, list(reducers))
     results: dict[str, list[torch.Tensor]] = defaultdict(list)
-    for sub_batch in batch.chunks(batch_size):
-        on_device = sub_batch.to(model.device)
 
+    def reducer_hooks(sub_batch: TokenBatch, rows) -> dict:
         def make_hook(name):
             def hook(activation, hook=None):
-                results[name].append(reducers[name](activation.detach(), on_device).cpu())
+                results[name].append(reducers[name](activation.detach(), sub_batch).cpu())
                 return None  # leave the activation untouched; it is freed as the forward moves on
             return hook
+        return {"hooks": [(n, make_hook(n)) for n in names]}
 
-        with torch.no_grad():
-            model.bridge.run_with_hooks(
-                on_device.input_ids, fwd_hooks=[(n, make_hook(n)) for n in names],
-                return_type=None,
-            )
+    # The unembedding runs only when one of its hooks is asked for.
+    unembedding = any((model.bridge.hook_dict[n].name or n).startswith("unembed.") for n in names)
+    with torch.no_grad():
+        run_batched(model, batch, batch_size=batch_size, per_batch=reducer_hooks,
+                    output="logits" if unembedding else None)
     return {name: torch.cat(parts) for name, parts in results.items()}
 
 

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import torch
 
 from interp.errors import InvalidInput
-from interp.hooks import hook_names
+from interp.forward import StopForward, run
 from interp.models import Model
+from interp.names import hook_name
+from interp.tokens import TokenBatch
 
 # ACT (Yu et al., "Unveiling and Harnessing Hidden Attention Sinks") and the sink detector
 # (`interp.heads.sink`, its later_threshold) call a key a sink for a head when its alpha > 0.1.
@@ -90,14 +92,13 @@ def attention_patterns(model: Model, text: str, layers, max_tokens: int = MAX_PA
     def keeper(layer: int):
         def keep(activation: torch.Tensor, hook=None) -> None:
             captured[layer] = activation.detach()[0].float().cpu()  # [H, N, N]
+            if layer == layers[-1]:
+                raise StopForward  # the later layers cannot change these patterns
         return keep
 
-    hooks = [(hook_names(model, f"blocks.{layer}.attn.hook_pattern")[0], keeper(layer))
-             for layer in layers]
-    input_ids = torch.tensor([ids], device=model.device)
     with torch.no_grad():
-        model.bridge.run_with_hooks(input_ids, fwd_hooks=hooks, stop_at_layer=layers[-1] + 1,
-                                    return_type=None)
+        run(model, TokenBatch.from_lists([ids], model.pad_token_id), output=None,
+            hooks=[(hook_name("pattern", layer), keeper(layer)) for layer in layers])
     tokens = model.to_str_tokens(ids)
     return {layer: AttentionPattern(layer=layer, token_ids=ids, tokens=tokens,
                                     pattern=captured[layer]) for layer in layers}

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from interp.forward import run
 from interp.models import Model
 
 
 @torch.no_grad()
 def next_token_logits(model: Model, prompts: str | list[str]) -> torch.Tensor:
     """[n_prompts, vocab] logits at each prompt's last real token."""
-    batch = model.tokenize(prompts).to(model.device)
-    logits = model.hf_model(batch.input_ids, attention_mask=batch.mask.long()).logits
-    return logits[torch.arange(batch.batch_size), batch.final_positions].float().cpu()
+    return run(model, model.tokenize(prompts)).float().cpu()
 
 
 def next_token_table(model: Model, prompt: str, k: int = 5) -> list[dict]:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 
 from interp.errors import InvalidInput
+from interp.forward import run_batched
 from interp.models import Model
 from interp.patching.components import (
     Component,
@@ -36,13 +37,7 @@ from interp.patching.components import (
 from interp.patching.metrics import MetricTargets, resolve_metric
 from interp.patching.prompts import validate
 from interp.patching.results import PatchResult, sweep_result
-from interp.patching.runner import (
-    as_resid_cache,
-    expand_rows,
-    forward_final_logits,
-    resid_names,
-    run_rows,
-)
+from interp.patching.runner import as_resid_cache, expand_rows, resid_names, run_rows
 from interp.tasks.base import PromptSet
 from interp.tokens import TokenBatch
 
@@ -55,24 +50,24 @@ def final_logits_and_cache(
     """One pass over `tokens`: final-token logits [n, vocab] and the named activations
     {hook: [n, seq, ...]} (padded to the batch width with zeros), on the model's device."""
     width = tokens.seq_len
-    logits_parts, cache_parts = [], {name: [] for name in names}
-    for sub in tokens.chunks(batch_size):
-        def keep(name):
-            def hook(activation, hook=None):
-                pad = width - activation.shape[1]
-                kept = activation.detach()
-                if pad:
-                    shape = list(kept.shape)
-                    shape[1] = pad
-                    kept = torch.cat([kept, kept.new_zeros(shape)], dim=1)
-                cache_parts[name].append(kept)
-            return hook
+    cache_parts: dict[str, list[torch.Tensor]] = {name: [] for name in names}
 
-        with torch.no_grad():
-            logits = forward_final_logits(model, sub.input_ids, sub.final_positions,
-                                          [(n, keep(n)) for n in names])
-        logits_parts.append(logits.float())
-    return torch.cat(logits_parts), {n: torch.cat(parts) for n, parts in cache_parts.items()}
+    def keep(name):
+        def hook(activation, hook=None):
+            kept = activation.detach()
+            pad = width - kept.shape[1]
+            if pad:
+                shape = list(kept.shape)
+                shape[1] = pad
+                kept = torch.cat([kept, kept.new_zeros(shape)], dim=1)
+            cache_parts[name].append(kept)
+        return hook
+
+    with torch.no_grad():
+        logits = run_batched(model, tokens, batch_size=batch_size,
+                             hooks=[(name, keep(name)) for name in names],
+                             reduce=lambda out, sub, rows: out.float())
+    return logits, {n: torch.cat(parts) for n, parts in cache_parts.items()}
 
 
 def metric_targets(prompts: PromptSet, clean_logits: torch.Tensor) -> MetricTargets:

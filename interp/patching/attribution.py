@@ -25,12 +25,13 @@ from collections.abc import Callable
 import torch
 
 from interp.errors import InvalidInput
+from interp.forward import StopForward, run
 from interp.models import Model
+from interp.names import hook_name
 from interp.patching.activation import activation_patch, final_logits_and_cache, metric_targets, prepare_sweep
 from interp.patching.metrics import normalize, resolve_metric
 from interp.patching.prompts import validate
 from interp.patching.results import PatchResult, sweep_result
-from interp.patching.runner import forward_final_logits
 from interp.tasks.base import PromptSet
 
 
@@ -84,11 +85,8 @@ def attribution_patch(
             return hook
 
         with torch.enable_grad():
-            logits = forward_final_logits(
-                model, sub.input_ids, sub.final_positions,
-                fwd_hooks=[(name, keep(name)) for name in names],
-                bwd_hooks=[(name, keep_grad(name)) for name in names],
-            ).float()
+            logits = run(model, sub, hooks=[(name, keep(name)) for name in names],
+                         bwd_hooks=[(name, keep_grad(name)) for name in names]).float()
             targets = metric_targets(prompts, clean_logits_full).rows(rows)
             if clean_logits_full is None:  # noising: the target run is the clean run
                 targets.clean_logits = logits.detach()
@@ -229,7 +227,7 @@ def _path_attribution(model, prompts, receivers, senders, metric, batch_size, sp
     Same arguments and result layout as `path_patch` (method "path_attribution"); with
     `split`, one result per receiver (the forward passes shared, one backward per receiver).
     """
-    from interp.patching.path import _check_receivers, _receiver_positions, pair_cache
+    from interp.patching.path import _check_receivers, _receiver_positions, check_senders, pair_cache
 
     start = time.perf_counter()
     validate(prompts)
@@ -237,11 +235,7 @@ def _path_attribution(model, prompts, receivers, senders, metric, batch_size, sp
     metric_name, metric_fn = resolve_metric(metric)
     to_logits = receivers == "logits"
     last_layer = model.n_layers if to_logits else max(r.layer for r in receivers)
-    if senders is None:
-        senders = [(layer, head) for layer in range(last_layer) for head in range(model.n_heads)]
-    senders = [(int(l), int(h)) for l, h in senders if int(l) < last_layer]
-    if not senders:
-        raise InvalidInput("every sender is at or after the last receiver layer")
+    senders = check_senders(model, senders, last_layer)
     sender_layers = sorted({l for l, _ in senders})
     group = model.n_heads // model.n_kv_heads
     positions = None if to_logits else _receiver_positions(prompts, receivers)
@@ -277,19 +271,17 @@ def _path_attribution(model, prompts, receivers, senders, metric, batch_size, sp
                 return activation
             return hook
 
-        hooks = [(f"blocks.{l}.attn.hook_z", make_leaf(f"blocks.{l}.attn.hook_z"))
-                 for l in range(last_layer)]
+        hooks = [(hook_name("z", l), make_leaf(hook_name("z", l))) for l in range(last_layer)]
         if not to_logits:
             for key in {name for per_receiver in cotangents for name, _ in per_receiver}:
                 hooks.append((key, capture(key)))
 
             def stop(z, hook=None):
-                from interp.patching.runner import StopForward
                 raise StopForward
-            hooks.append((f"blocks.{last_layer}.attn.hook_z", stop))
-        sender_names = [f"blocks.{l}.attn.hook_z" for l in sender_layers]
+            hooks.append((hook_name("z", last_layer), stop))
+        sender_names = [hook_name("z", l) for l in sender_layers]
         with torch.enable_grad():
-            logits = forward_final_logits(model, sub.input_ids, sub.final_positions, hooks)
+            logits = run(model, sub, hooks=hooks)
             inputs = [leaves[name] for name in sender_names]
             if to_logits:
                 logits = logits.float()
@@ -357,13 +349,12 @@ def _receiver_cotangents(model, sub, rows, receivers, positions, group, metric_f
 
     names = set()
     for r in receivers:
-        names.add(f"blocks.{r.layer}.attn.hook_{r.input}")
+        names.add(hook_name(r.input, r.layer))
         if r.input == "v":
-            names.update({f"blocks.{r.layer}.attn.hook_z", f"blocks.{r.layer}.attn.hook_pattern"})
+            names.update({hook_name("z", r.layer), hook_name("pattern", r.layer)})
     names = sorted(names)
     with torch.enable_grad():
-        logits = forward_final_logits(model, sub.input_ids, sub.final_positions,
-                                      [(name, capture(name)) for name in names]).float()
+        logits = run(model, sub, hooks=[(name, capture(name)) for name in names]).float()
         targets.clean_logits = logits.detach()
         wanted = [name for name in names if not name.endswith("hook_pattern")]
         grads = dict(zip(wanted, torch.autograd.grad(metric_fn(logits, targets).sum() / n,
@@ -372,11 +363,11 @@ def _receiver_cotangents(model, sub, rows, receivers, positions, group, metric_f
     cotangents: list[list[tuple[str, torch.Tensor]]] = []
     batch = torch.arange(sub.batch_size)
     for index, r in enumerate(receivers):
-        name = f"blocks.{r.layer}.attn.hook_{r.input}"
+        name = hook_name(r.input, r.layer)
         unit = r.head // group if r.input in ("k", "v") else r.head
         if r.input == "v":
-            pattern = captured[f"blocks.{r.layer}.attn.hook_pattern"].detach()[:, r.head]  # [b, q, k]
-            grad = torch.einsum("bqk,bqd->bkd", pattern, grads[f"blocks.{r.layer}.attn.hook_z"][:, :, r.head])
+            pattern = captured[hook_name("pattern", r.layer)].detach()[:, r.head]  # [b, q, k]
+            grad = torch.einsum("bqk,bqd->bkd", pattern, grads[hook_name("z", r.layer)][:, :, r.head])
         else:
             grad = grads[name][:, :, unit]
         if positions[index] is not None:

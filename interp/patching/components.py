@@ -27,17 +27,18 @@ import torch
 
 from interp.errors import InvalidInput
 from interp.models import Model
+from interp.names import hook_name
 from interp.tasks.base import PromptSet
 
 
 @dataclass(frozen=True)
 class Component:
     name: str
-    hook: str  # format string with {layer}
+    activation: str  # TransformerLens's short name: "z", "resid_pre", ... (`interp.names.hook_name`)
     unit_axis: str | None  # "head" / "kv_head", or None for whole-vector components
 
     def hook_name(self, layer: int) -> str:
-        return self.hook.format(layer=layer)
+        return hook_name(self.activation, layer)
 
     def n_units(self, model: Model) -> int:
         if self.unit_axis is None:
@@ -46,13 +47,13 @@ class Component:
 
 
 COMPONENTS: dict[str, Component] = {
-    "heads": Component("heads", "blocks.{layer}.attn.hook_z", "head"),
-    "q": Component("q", "blocks.{layer}.attn.hook_q", "head"),
-    "k": Component("k", "blocks.{layer}.attn.hook_k", "kv_head"),
-    "v": Component("v", "blocks.{layer}.attn.hook_v", "kv_head"),
-    "resid": Component("resid", "blocks.{layer}.hook_resid_pre", None),
-    "attn": Component("attn", "blocks.{layer}.hook_attn_out", None),
-    "mlp": Component("mlp", "blocks.{layer}.hook_mlp_out", None),
+    "heads": Component("heads", "z", "head"),
+    "q": Component("q", "q", "head"),
+    "k": Component("k", "k", "kv_head"),
+    "v": Component("v", "v", "kv_head"),
+    "resid": Component("resid", "resid_pre", None),
+    "attn": Component("attn", "attn_out", None),
+    "mlp": Component("mlp", "mlp_out", None),
 }
 
 

@@ -35,19 +35,15 @@ from dataclasses import dataclass
 import torch
 
 from interp.errors import InvalidInput
+from interp.forward import StopForward
 from interp.models import Model
+from interp.names import check_heads, hook_name
 from interp.patching.activation import final_logits_and_cache, metric_targets
 from interp.patching.components import position_table
 from interp.patching.metrics import normalize, resolve_metric
 from interp.patching.prompts import validate
 from interp.patching.results import PatchResult
-from interp.patching.runner import (
-    StopForward,
-    as_resid_cache,
-    expand_rows,
-    resid_names,
-    run_rows,
-)
+from interp.patching.runner import as_resid_cache, expand_rows, resid_names, run_rows
 from interp.tasks.base import PromptSet
 
 INPUTS = ("q", "k", "v")
@@ -80,8 +76,8 @@ class PairCache:
     def __init__(self, model: Model, prompts: PromptSet, freeze_mlps: bool = False):
         validate(prompts)
         layers = range(model.n_layers)
-        self.z_names = [f"blocks.{layer}.attn.hook_z" for layer in layers]
-        mlp = [f"blocks.{layer}.hook_mlp_out" for layer in layers] if freeze_mlps else []
+        self.z_names = [hook_name("z", layer) for layer in layers]
+        mlp = [hook_name("mlp_out", layer) for layer in layers] if freeze_mlps else []
         self.clean_logits, self.clean = final_logits_and_cache(
             model, prompts.tokens, self.z_names + mlp + resid_names(range(1, model.n_layers)))
         self.corrupted_logits, self.corrupted = final_logits_and_cache(model, prompts.corrupted,
@@ -115,10 +111,20 @@ def _check_receivers(model: Model, receivers) -> list[Receiver] | str:
     for r in receivers:
         if r.input not in INPUTS:
             raise InvalidInput(f"receiver input must be one of {INPUTS}, got {r.input!r}")
-        if not (0 <= r.layer < model.n_layers and 0 <= r.head < model.n_heads):
-            raise InvalidInput(f"receiver head {r.layer}.{r.head} does not exist in {model.name} "
-                               f"({model.n_layers} layers x {model.n_heads} heads)")
+        check_heads(model, [(r.layer, r.head)])
     return receivers
+
+
+def check_senders(model: Model, senders, last_layer: int) -> list[tuple[int, int]]:
+    """The sender heads (default: every head below `last_layer`) that can reach the receivers:
+    validated (`interp.names.check_heads`), those at or after `last_layer` dropped."""
+    if senders is None:
+        return [(layer, head) for layer in range(last_layer) for head in range(model.n_heads)]
+    senders = [s for s in check_heads(model, senders) if s[0] < last_layer]
+    if not senders:
+        raise InvalidInput("every sender is at or after the last receiver layer; a head can only "
+                           "send to later layers")
+    return senders
 
 
 def path_patch(
@@ -144,16 +150,7 @@ def path_patch(
     metric_name, metric_fn = resolve_metric(metric)
     to_logits = receivers == "logits"
     last_layer = model.n_layers if to_logits else max(r.layer for r in receivers)
-    if senders is None:
-        senders = [(layer, head) for layer in range(last_layer) for head in range(model.n_heads)]
-    senders = [(int(layer), int(head)) for layer, head in senders]
-    bad = [s for s in senders if not (0 <= s[0] < model.n_layers and 0 <= s[1] < model.n_heads)]
-    if bad:
-        raise InvalidInput(f"sender heads {bad} do not exist in {model.name}")
-    senders = [s for s in senders if s[0] < last_layer]
-    if not senders:
-        raise InvalidInput("every sender is at or after the last receiver layer; a head can only "
-                           "send to later layers")
+    senders = check_senders(model, senders, last_layer)
 
     n = len(prompts)
     pairs = pair_cache(model, prompts, cache, freeze_mlps)
@@ -173,7 +170,7 @@ def path_patch(
         p = prompt_index[rows]
         hooks = []
         for layer in range(int(row_layer[rows].min()), last_layer):
-            name = f"blocks.{layer}.attn.hook_z"
+            name = hook_name("z", layer)
             senders_here = (row_layer[rows] == layer).nonzero().flatten()
 
             def freeze(z, hook=None, name=name, senders_here=senders_here):
@@ -185,7 +182,7 @@ def path_patch(
                 return z
             hooks.append((name, freeze))
             if freeze_mlps:
-                mlp = f"blocks.{layer}.hook_mlp_out"
+                mlp = hook_name("mlp_out", layer)
 
                 def freeze_mlp(out, hook=None, mlp=mlp):
                     out[:] = clean_cache[mlp][p, :width].to(out.dtype)
@@ -253,11 +250,11 @@ def _to_receivers(model, prompts, receivers, prompt_index, row_layer, resid, fro
         for index, r in enumerate(receivers):
             def record(activation, hook=None, index=index, r=r):
                 recorded[index][rows, :chunk_width] = activation[:, :, unit(r)].detach().float().cpu()
-            hooks.append((f"blocks.{r.layer}.attn.hook_{r.input}", record))
+            hooks.append((hook_name(r.input, r.layer), record))
 
         def stop(z, hook=None):
             raise StopForward
-        hooks.append((f"blocks.{last_layer}.attn.hook_z", stop))
+        hooks.append((hook_name("z", last_layer), stop))
         return hooks
 
     step_progress = (lambda f, m: progress(0.5 * f, "step A: " + m)) if progress else None
@@ -286,7 +283,7 @@ def _to_receivers(model, prompts, receivers, prompt_index, row_layer, resid, fro
                     token = position[p].to(activation.device)
                     activation[b, token, u] = new[torch.arange(new.shape[0]), position[p]].to(activation)
                 return activation
-            hooks.append((f"blocks.{r.layer}.attn.hook_{r.input}", patch))
+            hooks.append((hook_name(r.input, r.layer), patch))
         for layer, indices in value_heads.items():
             def keep(activation, hook=None, key=f"v{layer}"):
                 live[key] = activation.detach()
@@ -308,9 +305,8 @@ def _to_receivers(model, prompts, receivers, prompt_index, row_layer, resid, fro
                         values[b, token] = new[b, token]
                     z[:, :, r.head] = torch.einsum("bqk,bkd->bqd", live[f"p{layer}"][:, r.head], values)
                 return z
-            hooks += [(f"blocks.{layer}.attn.hook_v", keep),
-                      (f"blocks.{layer}.attn.hook_pattern", keep_pattern),
-                      (f"blocks.{layer}.attn.hook_z", rewrite)]
+            hooks += [(hook_name("v", layer), keep), (hook_name("pattern", layer), keep_pattern),
+                      (hook_name("z", layer), rewrite)]
         return hooks
 
     step_progress = (lambda f, m: progress(0.5 + 0.5 * f, "step B: " + m)) if progress else None

@@ -5,108 +5,29 @@ caller's hooks do to that row. Patchers put many rows — one per patched head, 
 the batch dimension, so a 30 x 9 head sweep costs a few large forwards instead of 270 small
 ones (on CPU a forward's fixed cost, ~0.3 s for SmolLM2, dwarfs a row's).
 
-Two savings that do not change any number (both tested against the plain forward):
-- `start_layer`: a row whose first patch is at layer L computes layers 0..L-1 exactly as the
-  unpatched run of its prompt did. Those blocks are skipped (made the identity for this call)
-  and the cached residual entering block L is fed in as `inputs_embeds`. The bridge's own
-  `start_at_layer` still runs the skipped blocks, so it saves nothing.
-- final logits only: metrics read the next-token logits at each prompt's last real token, so
-  the unembedding runs at those positions only (HF's `logits_to_keep`), not at every position.
+Each chunk is one `interp.forward.run` (final logits only, blocks below the chunk's first patch
+skipped from the cached residual entering it; see there).
 
-Hooks are TransformerLens hook names on `model.bridge` (`blocks.{L}.attn.hook_z`, ...).
+Hooks are TransformerLens hook names on `model.bridge` (`interp.names.hook_name("z", L)`, ...).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 
 import torch
 
+from interp.forward import run
 from interp.models import Model
+from interp.names import hook_name, layer_of
 from interp.tokens import TokenBatch
 
 FwdHooks = list[tuple[str, Callable]]
 
 
-class StopForward(Exception):
-    """Raised by a hook to end a forward once everything it needs has been recorded."""
-
-
-@contextmanager
-def skip_blocks_below(model: Model, layer: int):
-    """Make blocks 0..layer-1 the identity for the duration of the block (see module doc).
-
-    Only valid when the caller feeds the residual entering block `layer` as the input.
-    """
-    blocks = list(model.bridge.blocks)[:layer]
-
-    def identity(*args, **kwargs):
-        return args[0] if args else kwargs["hidden_states"]
-
-    # An instance attribute shadows the class's forward. object.__setattr__ because the
-    # bridge's components forward attribute writes to the wrapped HF module.
-    for block in blocks:
-        object.__setattr__(block, "forward", identity)
-    try:
-        yield
-    finally:
-        for block in blocks:
-            object.__delattr__(block, "forward")
-
-
-def layer_of(hook_name: str) -> int | None:
-    """The block index of a hook name ("blocks.12.attn.hook_z" -> 12), None outside blocks."""
-    parts = hook_name.split(".")
-    if parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
-def forward_final_logits(
-    model: Model,
-    input_ids: torch.Tensor,
-    final_positions: torch.Tensor,
-    fwd_hooks: FwdHooks = (),
-    start_layer: int = 0,
-    start_residual: torch.Tensor | None = None,
-    bwd_hooks: FwdHooks = (),
-) -> torch.Tensor | None:
-    """[b, vocab] logits at `final_positions` [b], with hooks; None if a hook stopped the run.
-
-    input_ids:      [b, n] right-padded token ids (pads never reach real positions).
-    start_layer:    with `start_residual` [b, n, d_model] (the residual entering that block in
-                    the unpatched run), blocks below it are skipped.
-    Gradients flow when grad mode is on (attribution patching); callers use no_grad otherwise.
-    """
-    keep = torch.unique(final_positions)
-    column = torch.searchsorted(keep, final_positions)
-    if start_layer > 0:
-        if start_residual is None:
-            raise ValueError("start_layer > 0 needs start_residual (the residual entering it)")
-        model_input, skipping = start_residual, skip_blocks_below(model, start_layer)
-    else:
-        model_input, skipping = input_ids, _nothing()
-    try:
-        with skipping:
-            logits = model.bridge.run_with_hooks(
-                model_input.to(model.device), fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks),
-                logits_to_keep=keep.to(model.device),
-            )
-    except StopForward:
-        return None
-    rows = torch.arange(input_ids.shape[0], device=logits.device)
-    return logits[rows, column.to(logits.device)]
-
-
-@contextmanager
-def _nothing():
-    yield
-
-
 def resid_names(layers) -> list[str]:
     """The hook names of the residual entering each of `layers` (what `start_layer` needs)."""
-    return [f"blocks.{layer}.hook_resid_pre" for layer in layers]
+    return [hook_name("resid_pre", layer) for layer in layers]
 
 
 def as_resid_cache(cache: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
@@ -132,7 +53,8 @@ def run_rows(
     hooks_for(rows, width) -> fwd hooks for one chunk; `rows` [r] are the chunk's row ids (so a
         hook can look up what to do to batch row i as rows[i]); `width` is the chunk's length.
     reduce(final_logits [r, vocab], rows [r]) -> [r, ...] (e.g. the metric of each row);
-        final_logits is None when a hook ended the forward early (raising `StopForward`).
+        final_logits is None when a hook ended the forward early (raising
+        `interp.forward.StopForward`).
     start_layers: [R] long, the first block each row patches; with `resid_cache` ({layer:
         [n, seq, d]}, the unpatched run of `tokens`) blocks below a chunk's minimum are skipped
         (a layer missing from the cache falls back to the nearest cached layer below it).
@@ -149,12 +71,12 @@ def run_rows(
         prompts = prompt_index[rows]
         lengths = tokens.lengths[prompts]
         width = int(lengths.max())
-        input_ids = tokens.input_ids[prompts, :width]
+        chunk = TokenBatch(tokens.input_ids[prompts, :width], lengths, tokens.pad_id)
         start = _cached_start(int(start_layers[rows].min()), resid_cache)
         residual = resid_cache[start][prompts, :width] if start > 0 else None
         with torch.no_grad():
-            logits = forward_final_logits(model, input_ids, lengths - 1, hooks_for(rows, width),
-                                          start_layer=start, start_residual=residual)
+            logits = run(model, chunk, hooks=hooks_for(rows, width), start_layer=start,
+                         start_residual=residual)
         out_parts.append(reduce(None if logits is None else logits.float(), rows).cpu())
         order_parts.append(rows)
         done += rows.shape[0]

@@ -13,7 +13,9 @@ same object drives the fused Triton kernel on GPU and the blocked torch referenc
 
 from interp.steering.act import act_calibration, find_sinks
 from interp.steering.edits import build_edit, pasta_highlight, scale_heads, token_spans
-from interp.steering.generate import Generation, compare, generate
+from interp.forward import Continuation, Generation
+from interp.steering.generate import compare, generate
 
-__all__ = ["Generation", "act_calibration", "build_edit", "compare", "find_sinks", "generate",
+__all__ = ["Continuation", "Generation", "act_calibration", "build_edit", "compare", "find_sinks",
+           "generate",
            "pasta_highlight", "scale_heads", "token_spans"]

@@ -1,51 +1,29 @@
-"""Greedy generation with an attention edit on, through the workbench's attention kernels."""
+"""Greedy generation with an attention edit on: the steering playground's two continuations.
+
+Both run on the kernel engine of `interp.forward` (the edited one with the edit, the other
+without), so the two differ by the edit alone, not by a change of attention implementation.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import torch
-
+from interp.forward import Continuation, generate as generate_batch
 from interp.models import Model
-from interp.native_attention import native_attention
-from kernels import AttentionEdit, attention_session
+from kernels import AttentionEdit
 
 
-@dataclass
-class Generation:
-    """One greedy continuation. `edit` is the edit's JSON form (None: unedited)."""
-
-    prompt: str
-    text: str
-    token_ids: list[int]
-    edit: dict | None
-
-    def to_json(self) -> dict:
-        return self.__dict__.copy()
-
-
-@torch.no_grad()
 def generate(model: Model, prompt: str, edit: AttentionEdit | None = None,
-             max_new_tokens: int = 40, chat: bool = False) -> Generation:
+             max_new_tokens: int = 40, chat: bool = False) -> Continuation:
     """Greedy continuation of `prompt` (wrapped in the chat template if `chat`) with `edit` on.
 
     Edit positions refer to the prompt's tokens as `model.encode` gives them (after the chat
     template, when `chat`); generated tokens are never edited keys.
     """
-    text = model.apply_chat_template(prompt) if chat else prompt
-    batch = model.tokenize(text).to(model.device)
-    with native_attention(model), attention_session(model.hf_model, edit=edit):
-        output = model.hf_model.generate(
-            batch.input_ids, attention_mask=batch.mask.long(), max_new_tokens=max_new_tokens,
-            do_sample=False, pad_token_id=model.pad_token_id,
-        )
-    new_tokens = output[0, batch.seq_len:].tolist()
-    return Generation(prompt=prompt, text=model.tokenizer.decode(new_tokens, skip_special_tokens=True),
-                      token_ids=new_tokens, edit=None if edit is None else edit.to_dict())
+    return generate_batch(model, [prompt], max_new_tokens=max_new_tokens, edit=edit, chat=chat,
+                          engine="kernel")[0]
 
 
 def compare(model: Model, prompt: str, edit: AttentionEdit, max_new_tokens: int = 40,
-            chat: bool = False) -> tuple[Generation, Generation]:
+            chat: bool = False) -> tuple[Continuation, Continuation]:
     """(without the edit, with the edit): what the steering playground shows side by side."""
     return (generate(model, prompt, None, max_new_tokens, chat),
             generate(model, prompt, edit, max_new_tokens, chat))

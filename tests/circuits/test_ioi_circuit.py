@@ -20,6 +20,7 @@ from circuits.evaluate import (
 from circuits.head_evidence import attention_to_positions, copying_scores, direct_logit_attribution
 from circuits.ioi import DiscoveryConfig, discover_ioi_circuit
 from interp.errors import InvalidInput
+from interp.names import hook_name
 from interp.tasks.ioi import ioi_prompts
 
 
@@ -121,7 +122,7 @@ def test_dla_matches_the_explicit_formula(smollm2):
     from interp.hooks import cache_activations
 
     layer, head, d = 23, 3, smollm2.d_head
-    names = [f"blocks.{layer}.attn.hook_z", "ln_final.hook_scale"]
+    names = [hook_name("z", layer), "ln_final.hook_scale"]
     cache = cache_activations(smollm2, prompts.tokens, names)
     rows, end = torch.arange(3), prompts.tokens.final_positions
     z = cache[names[0]][rows, end, head]  # [3, d_head]

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from interp.errors import InvalidInput
+from interp.names import hook_name
 from interp.patterns import (attention_pattern, attention_patterns, received_attention,
                              sink_positions, top_attended)
 
@@ -22,7 +23,7 @@ def test_pattern_matches_llama_attention_computed_from_the_weights(smollm2):
 
     layer = 7
     pattern = attention_pattern(smollm2, TEXT, layer)
-    x = cache_activations(smollm2, TEXT, f"blocks.{layer}.attn.hook_in")[f"blocks.{layer}.attn.hook_in"]
+    x = cache_activations(smollm2, TEXT, hook_name("in", layer, "attn"))[hook_name("in", layer, "attn")]
     attention = smollm2.hf_model.model.layers[layer].self_attn.original_component
     n, heads, kv_heads, d_head = x.shape[1], smollm2.n_heads, smollm2.n_kv_heads, smollm2.d_head
     with torch.no_grad():
@@ -45,7 +46,7 @@ def test_several_layers_in_one_pass_equal_the_full_cache(smollm2):
     run_with_cache-style pass keeps at each layer."""
     from interp.hooks import cache_activations
 
-    names = [f"blocks.{layer}.attn.hook_pattern" for layer in (2, 11, 20)]
+    names = [hook_name("pattern", layer) for layer in (2, 11, 20)]
     full = cache_activations(smollm2, TEXT, names)
     patterns = attention_patterns(smollm2, TEXT, [20, 2, 11])
     assert sorted(patterns) == [2, 11, 20]

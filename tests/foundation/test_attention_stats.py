@@ -11,6 +11,7 @@ import torch
 
 from interp.attention_stats import masked_query_mean, stream_attention_stats
 from interp.hooks import cache_activations
+from interp.names import hook_name
 
 PROMPTS = ["When Mary and John went to the store, John gave a drink to",
            "The quick brown fox jumps over the lazy dog. The quick brown fox"]
@@ -20,8 +21,8 @@ LAYERS = [0, 7, 18, 29]
 @pytest.fixture(scope="module")
 def patterns(smollm2):
     """{layer: [b, H, q, k]} full patterns, padded batch."""
-    cache = cache_activations(smollm2, PROMPTS, [f"blocks.{L}.attn.hook_pattern" for L in LAYERS])
-    return {L: cache[f"blocks.{L}.attn.hook_pattern"] for L in LAYERS}
+    cache = cache_activations(smollm2, PROMPTS, [hook_name("pattern", L) for L in LAYERS])
+    return {L: cache[hook_name("pattern", L)] for L in LAYERS}
 
 
 def _stream(model, request, reduce):

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from interp.errors import InvalidInput
+from interp.forward import run
 from interp.hooks import cache_activations
+from interp.names import hook_name
 from interp.patching import PatchResult, activation_patch, patching_prompts
-from interp.patching.runner import forward_final_logits
 from interp.tasks.ioi import ioi_prompts
 
 
@@ -18,7 +19,7 @@ def prompts(smollm2):
     return ioi_prompts(smollm2, n=2, seed=5)
 
 
-def _looped_reference(model, prompts, hook_template, layers, units, direction):
+def _looped_reference(model, prompts, activation, layers, units, direction):
     """One plain bridge forward per (layer, unit in `units`), full logits, no batching or
     skipping."""
     source, target = ((prompts.tokens, prompts.corrupted) if direction == "denoise"
@@ -32,7 +33,7 @@ def _looped_reference(model, prompts, hook_template, layers, units, direction):
         return float((final[rows, prompts.answers] - final[rows, prompts.wrong_answers]).mean())
 
     clean, corrupted = logit_diff(prompts.tokens, []), logit_diff(prompts.corrupted, [])
-    names = [hook_template.format(layer=layer) for layer in layers]
+    names = [hook_name(activation, layer) for layer in layers]
     cache = cache_activations(model, source, names)
     out = torch.zeros(len(layers), len(units))
     for i, name in enumerate(names):
@@ -45,17 +46,17 @@ def _looped_reference(model, prompts, hook_template, layers, units, direction):
     return out
 
 
-@pytest.mark.parametrize("component,hook,direction,layer", [
-    ("heads", "blocks.{layer}.attn.hook_z", "denoise", 23),
-    ("v", "blocks.{layer}.attn.hook_v", "noise", 4),
+@pytest.mark.parametrize("component,activation,direction,layer", [
+    ("heads", "z", "denoise", 23),
+    ("v", "v", "noise", 4),
 ])
-def test_batched_equals_looped(smollm2, prompts, component, hook, direction, layer):
+def test_batched_equals_looped(smollm2, prompts, component, activation, direction, layer):
     layers = [layer]
     batched = activation_patch(smollm2, prompts, component, direction=direction, layers=layers,
                                batch_size=16)
     units = smollm2.n_heads if component == "heads" else smollm2.n_kv_heads
     checked = [0, 3, 8] if component == "heads" else [0, 1, 2]  # a loop over all 9 is slow
-    looped = _looped_reference(smollm2, prompts, hook, layers, checked, direction)
+    looped = _looped_reference(smollm2, prompts, activation, layers, checked, direction)
     assert batched.values.shape == (1, units)
     assert torch.allclose(batched.values[:, checked], looped, atol=2e-4), (batched.values, looped)
     assert batched.axes == ("layer", "head" if component == "heads" else "kv_head")
@@ -78,10 +79,9 @@ def test_resid_patching_is_normalized_and_positioned(smollm2, prompts):
 def test_skipping_blocks_matches_full_forward(smollm2, prompts):
     from interp.patching.activation import final_logits_and_cache
 
-    tokens = prompts.tokens
-    full, cache = final_logits_and_cache(smollm2, tokens, ["blocks.12.hook_resid_pre"])
-    skipped = forward_final_logits(smollm2, tokens.input_ids, tokens.final_positions,
-                                   start_layer=12, start_residual=cache["blocks.12.hook_resid_pre"])
+    tokens, resid = prompts.tokens, hook_name("resid_pre", 12)
+    full, cache = final_logits_and_cache(smollm2, tokens, [resid])
+    skipped = run(smollm2, tokens, start_layer=12, start_residual=cache[resid])
     with torch.no_grad():
         plain = smollm2.bridge(tokens.input_ids)[torch.arange(len(prompts)), tokens.final_positions]
     assert torch.allclose(full, plain, atol=1e-4)

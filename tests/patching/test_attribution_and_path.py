@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from interp.errors import InvalidInput
+from interp.names import hook_name
 from interp.patching import activation_patch
 from interp.patching.attribution import attribution_patch, correlation, path_attribution
 from interp.patching.path import Receiver, path_patch
@@ -36,7 +37,8 @@ def test_attribution_equals_manual_gradient_times_difference(smollm2, prompts):
     """The bridge's backward hooks deliver d(mean logit diff)/dz: recompute it with autograd."""
     from interp.hooks import cache_activations
 
-    layer, name = 21, "blocks.21.attn.hook_z"
+    layer = 21
+    name = hook_name("z", layer)
     prompts = prompts.subset(slice(0, 2))
     result = attribution_patch(smollm2, prompts, "heads", layers=[layer])
     clean_z = cache_activations(smollm2, prompts.tokens, [name])[name]
@@ -89,7 +91,7 @@ def test_value_receiver_is_exact_per_query_head(smollm2, prompts):
     value receiver changes only its own head's output, not its KV-group siblings'."""
     from interp.hooks import cache_activations
 
-    names = ["blocks.20.attn.hook_v", "blocks.20.attn.hook_pattern", "blocks.20.attn.hook_z"]
+    names = [hook_name(activation, 20) for activation in ("v", "pattern", "z")]
     cache = cache_activations(smollm2, prompts.tokens, names)
     group = smollm2.n_heads // smollm2.n_kv_heads
     v = cache[names[0]].repeat_interleave(group, dim=2)
@@ -103,3 +105,7 @@ def test_bad_receivers(smollm2, prompts):
         path_patch(smollm2, prompts, [Receiver(5, 0, "o")])
     with pytest.raises(InvalidInput, match="at or after"):
         path_patch(smollm2, prompts, [Receiver(5, 0, "q")], senders=[(6, 0)])
+    with pytest.raises(InvalidInput, match=r"head \(2, 40\) does not exist"):
+        path_attribution(smollm2, prompts, [Receiver(5, 0, "q")], senders=[(2, 40)])
+    with pytest.raises(InvalidInput, match=r"head \(5, 12\) does not exist"):
+        path_attribution(smollm2, prompts, [Receiver(5, 12, "q")])
