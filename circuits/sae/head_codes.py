@@ -144,7 +144,7 @@ def task_examples(model: Model, prompts: PromptSet, negatives: TokenBatch,
                         model.n_layers, model.n_heads, info)
 
 
-def train_code_sae(vectors: torch.Tensor, features: int = 300, l1_coefficient: float = 3.0,
+def train_code_sae(vectors: torch.Tensor, features: int = 300, l1_coefficient: float = 1.0,
                    steps: int = 200, batch_size: int = 512, lr: float = 1e-3, seed: int = 0
                    ) -> SparseAutoencoder:
     """A ReLU SAE on head vectors [N, d_model] (random mini-batches; module doc)."""
@@ -245,8 +245,8 @@ class HeadCodeResult:
         return out
 
 
-def head_codes(examples: HeadExamples, n_sae_examples: int = 50, features: int = 300,
-               l1_coefficient: float = 3.0, steps: int = 300, seed: int = 0,
+def head_codes(examples: HeadExamples, n_sae_examples: int = 10, features: int = 300,
+               l1_coefficient: float = 1.0, steps: int = 200, seed: int = 0,
                edges: bool = True) -> HeadCodeResult:
     """Train the shared SAE on `n_sae_examples` random examples and score every head."""
     n = examples.vectors.shape[0]
