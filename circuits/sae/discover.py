@@ -23,7 +23,7 @@ import torch
 
 from circuits.sae.feature_circuits import K_PERCENTS, curve_areas, discover_feature_circuit
 from circuits.sae.head_codes import head_codes, ioi_negatives, task_examples
-from circuits.sae.points import run_model
+from circuits.sae.points import all_z, final_logit_diff, run_model
 from interp.errors import InvalidInput
 from interp.models import Model
 from interp.names import Head, check_heads, format_head, hook_name
@@ -90,7 +90,7 @@ def head_circuit_metric(model: Model, prompts: PromptSet, kept: set[Head], batch
     total = 0.0
     for index, start in enumerate(range(0, len(prompts), batch_size)):
         sub = prompts.subset(slice(start, start + batch_size))
-        corrupted = z_corrupted[index] if z_corrupted else _z_of(model, sub.corrupted.input_ids)
+        corrupted = z_corrupted[index] if z_corrupted else all_z(model, sub.corrupted.input_ids)
 
         def patch(layer):
             keep = torch.tensor([(layer, h) in kept for h in range(model.n_heads)])
@@ -101,29 +101,15 @@ def head_circuit_metric(model: Model, prompts: PromptSet, kept: set[Head], batch
 
         logits = run_model(model, sub.tokens.input_ids,
                            [(hook_name("z", layer), patch(layer)) for layer in range(model.n_layers)])
-        rows = torch.arange(len(sub))
-        final = logits[rows, sub.tokens.final_positions.to(logits.device)].float()
-        total += float((final[rows, sub.answers] - final[rows, sub.wrong_answers]).sum())
+        total += float(final_logit_diff(logits.float(), sub.tokens, sub.answers, sub.wrong_answers).sum())
     return total / len(prompts)
-
-
-def _z_of(model: Model, ids: torch.Tensor) -> dict[int, torch.Tensor]:
-    got = {}
-
-    def keep(layer):
-        def hook(z, hook=None):
-            got[layer] = z.detach()
-        return hook
-
-    run_model(model, ids, [(hook_name("z", layer), keep(layer)) for layer in range(model.n_layers)])
-    return got
 
 
 def head_faithfulness_curve(model: Model, prompts: PromptSet, scores: torch.Tensor,
                             k_percents=K_PERCENTS, n_random: int = 3, seed: int = 0,
                             batch_size: int = 16) -> dict:
     """f(k) of the top-k% heads by `scores` [L, H], and of random head sets (module doc)."""
-    z_corrupted = [_z_of(model, prompts.subset(slice(s, s + batch_size)).corrupted.input_ids)
+    z_corrupted = [all_z(model, prompts.subset(slice(s, s + batch_size)).corrupted.input_ids)
                    for s in range(0, len(prompts), batch_size)]
     every = {(l, h) for l in range(model.n_layers) for h in range(model.n_heads)}
     m_model = head_circuit_metric(model, prompts, every, batch_size, z_corrupted)

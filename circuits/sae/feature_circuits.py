@@ -34,19 +34,20 @@ gives it its value on the corrupted prompt.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-from circuits.sae.points import ActivationPoint, activation_point, read, run_model, sort_points, write
+from circuits.sae.points import (
+    ActivationPoint, activation_point, all_z, final_logit_diff, read, run_model, sort_points, write,
+)
 from circuits.sae.sae import SparseAutoencoder
 from interp.errors import InvalidInput
 from interp.models import Model
 from interp.names import hook_name
-from interp.patching.runner import StopForward, check_pairs
+from interp.patching.runner import check_pairs
 from interp.tasks.base import PromptSet
 from interp.tokens import TokenBatch
 
@@ -109,12 +110,6 @@ def _sum_positions(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[b, pos, ..., d] -> [b, d]: summed over real positions (and heads)."""
     x = x * mask.view(*mask.shape, *([1] * (x.ndim - 2))).to(x.dtype)
     return x.flatten(1, -2).sum(1)
-
-
-def _logit_diff(logits: torch.Tensor, batch: TokenBatch, answers, wrong) -> torch.Tensor:
-    rows = torch.arange(batch.batch_size)
-    final = logits[rows, batch.final_positions.to(logits.device)]
-    return final[rows, answers.to(logits.device)] - final[rows, wrong.to(logits.device)]
 
 
 @dataclass
@@ -184,7 +179,7 @@ def _gradients_at(model: Model, chunk: _Chunk, sites: list[SAEAt],
 
     with torch.enable_grad():
         logits = run_model(model, chunk.clean.input_ids, [(s.point.bridge_hook, hook_for(s)) for s in sites])
-        metric = _logit_diff(logits, chunk.clean, chunk.answers, chunk.wrong).sum()
+        metric = final_logit_diff(logits, chunk.clean, chunk.answers, chunk.wrong).sum()
         grads = torch.autograd.grad(metric, [leaves[s.label] for s in sites], allow_unused=True)
     model.bridge.zero_grad(set_to_none=True)
     return {s.label: (torch.zeros_like(leaves[s.label]) if g is None else g).float().detach()
@@ -226,7 +221,7 @@ def node_effects(model: Model, chunks: list[_Chunk], sites: list[SAEAt], method:
 
 
 def feature_edges(model: Model, chunks: list[_Chunk], sites: list[SAEAt],
-                  kept: dict[str, list[int]]) -> list[dict]:
+                  kept: dict[str, list[int]]) -> tuple[list[dict], torch.Tensor]:
     """Edges between kept nodes of consecutive SAE points, and head scores; see module doc.
 
     kept: {point label: [feature indices, ERROR for the error node]}.
@@ -239,7 +234,7 @@ def feature_edges(model: Model, chunks: list[_Chunk], sites: list[SAEAt],
     for chunk in chunks:
         grads = _gradients_at(model, chunk, sites)  # clean-run d m / d v at each point
         leaves, z_leaves, z_delta = {}, {}, {}
-        z_corr = _collect_z(model, chunk.corrupted.input_ids)
+        z_corr = all_z(model, chunk.corrupted.input_ids)
         outputs = {}
 
         def site_hook(at):
@@ -269,7 +264,7 @@ def feature_edges(model: Model, chunks: list[_Chunk], sites: list[SAEAt],
         hooks += [(s.point.bridge_hook, site_hook(s)) for s in sites]
         with torch.enable_grad():
             logits = run_model(model, chunk.clean.input_ids, hooks)
-            metric = _logit_diff(logits, chunk.clean, chunk.answers, chunk.wrong).sum()
+            metric = final_logit_diff(logits, chunk.clean, chunk.answers, chunk.wrong).sum()
             scalars = {}
             for s in sites:
                 f_now, e_now = outputs[s.label]
@@ -290,8 +285,7 @@ def feature_edges(model: Model, chunks: list[_Chunk], sites: list[SAEAt],
                     z_grads = torch.autograd.grad(total, [z_leaves[l] for l in layers],
                                                   retain_graph=True, allow_unused=True)
                     for layer, g in zip(layers, z_grads):
-                        if g is not None:
-                            head_scores[layer] += _sum_positions(g * z_delta[layer], chunk.mask).sum(0).detach().cpu()
+                        head_scores[layer] += _per_head(g, z_delta[layer], chunk.mask)
                 if index == 0:
                     continue
                 up = sites[index - 1]
@@ -316,30 +310,25 @@ def feature_edges(model: Model, chunks: list[_Chunk], sites: list[SAEAt],
             if layers:
                 z_grads = torch.autograd.grad(metric, [z_leaves[l] for l in layers], allow_unused=True)
                 for layer, g in zip(layers, z_grads):
-                    if g is not None:
-                        head_scores[layer] += _sum_positions(g * z_delta[layer], chunk.mask).sum(0).detach().cpu()
+                    head_scores[layer] += _per_head(g, z_delta[layer], chunk.mask)
         model.bridge.zero_grad(set_to_none=True)
     edges = [{"src": src, "dst": dst, "score": total / n} for (src, dst), total in edge_totals.items()]
     return edges, head_scores / n
+
+
+def _per_head(grad: torch.Tensor | None, delta: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[b, pos, H, d_head] gradient and z difference -> [H]: grad . delta over real positions,
+    summed over prompts (zero where no gradient reached)."""
+    if grad is None:
+        return torch.zeros(delta.shape[2])
+    product = grad * delta * mask[:, :, None, None].to(grad.dtype)
+    return product.sum(dim=(0, 1, 3)).detach().float().cpu()
 
 
 def _deltas(at: SAEAt, chunk: _Chunk) -> tuple[torch.Tensor, torch.Tensor]:
     f_c, e_c = split(at, chunk.v_clean[at.label])
     f_p, e_p = split(at, chunk.v_corr[at.label])
     return (f_p - f_c).detach(), (e_p - e_c).detach()
-
-
-def _collect_z(model: Model, ids: torch.Tensor) -> dict[int, torch.Tensor]:
-    got = {}
-
-    def keep(layer):
-        def hook(z, hook=None):
-            got[layer] = z.detach()
-        return hook
-
-    with torch.no_grad():
-        run_model(model, ids, [(hook_name("z", layer), keep(layer)) for layer in range(model.n_layers)])
-    return got
 
 
 def _head_targets(model: Model, sites: list[SAEAt]) -> dict[int, int | None]:
@@ -383,7 +372,7 @@ def circuit_metric(model: Model, chunks: list[_Chunk], sites: list[SAEAt],
                 return hook
 
             logits = run_model(model, chunk.clean.input_ids, [(s.point.bridge_hook, hook_for(s)) for s in sites])
-        total += float(_logit_diff(logits, chunk.clean, chunk.answers, chunk.wrong).sum())
+        total += float(final_logit_diff(logits, chunk.clean, chunk.answers, chunk.wrong).sum())
         n += chunk.clean.batch_size
     return total / n
 

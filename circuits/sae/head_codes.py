@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from circuits.sae.points import run_model
+from circuits.sae.points import final_logit_diff, run_model
 from circuits.sae.sae import SAEConfig, SparseAutoencoder
 from circuits.sae.train import FitConfig, fit
 from interp.errors import InvalidInput
@@ -83,10 +83,8 @@ def head_output_means(model: Model, tokens: TokenBatch, answers: torch.Tensor,
 
         logits = run_model(model, sub.input_ids, [(hook_name("z", layer), keep(layer))
                                                    for layer in range(model.n_layers)])
-        rows = torch.arange(sub.batch_size)
-        final = logits[rows, sub.final_positions.to(logits.device)].float().cpu()
-        a, w = answers[start:start + batch_size], wrong[start:start + batch_size]
-        diffs.append(final[rows, a] - final[rows, w])
+        diffs.append(final_logit_diff(logits.float(), sub, answers[start:start + batch_size],
+                                      wrong[start:start + batch_size]).cpu())
         means.append(torch.stack([kept[layer] for layer in range(model.n_layers)], 1)
                      .flatten(1, 2).float().cpu())
     return torch.cat(means), torch.cat(diffs)

@@ -28,8 +28,9 @@ import torch
 
 from interp.errors import InvalidInput
 from interp.models import Model
-from interp.names import layer_of
+from interp.names import hook_name, layer_of
 from interp.patching.runner import StopForward
+from interp.tokens import TokenBatch
 
 KINDS = {
     "hook_resid_pre": "resid", "hook_resid_mid": "resid", "hook_resid_post": "resid",
@@ -200,3 +201,25 @@ def _order(model: Model, point: ActivationPoint) -> tuple[int, int]:
 def sort_points(model: Model, points: list[ActivationPoint]) -> list[ActivationPoint]:
     """Points in the order the forward pass reaches them."""
     return sorted(points, key=lambda p: _order(model, p))
+
+
+@torch.no_grad()
+def all_z(model: Model, input_ids: torch.Tensor) -> dict[int, torch.Tensor]:
+    """{layer: [b, pos, n_heads, d_head]} every layer's hook_z for a batch of token ids."""
+    got = {}
+
+    def keep(layer):
+        def hook(z, hook=None):
+            got[layer] = z.detach()
+        return hook
+
+    run_model(model, input_ids, [(hook_name("z", layer), keep(layer)) for layer in range(model.n_layers)])
+    return got
+
+
+def final_logit_diff(logits: torch.Tensor, batch: TokenBatch, answers: torch.Tensor,
+                     wrong: torch.Tensor) -> torch.Tensor:
+    """[b, n, vocab] logits -> [b] logit(answer) - logit(wrong) at each prompt's last real token."""
+    rows = torch.arange(batch.batch_size, device=logits.device)
+    final = logits[rows, batch.final_positions.to(logits.device)]
+    return final[rows, answers.to(logits.device)] - final[rows, wrong.to(logits.device)]
