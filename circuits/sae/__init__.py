@@ -15,7 +15,9 @@ from circuits.sae.contexts import top_contexts
 from circuits.sae.discover import rank_against, reference_heads, sae_features, sae_heads
 from circuits.sae.feature_circuits import FeatureCircuit, discover_feature_circuit
 from circuits.sae.head_codes import head_codes, ioi_negatives, task_examples
-from circuits.sae.io import list_stored_saes, load_sae, load_stored_sae, save_sae, store_sae
+from circuits.sae.io import (
+    latest_stored_saes, list_stored_saes, load_sae, load_stored_sae, save_sae, store_sae,
+)
 from circuits.sae.points import ActivationPoint, activation_point
 from circuits.sae.sae import SAEConfig, SparseAutoencoder
 from circuits.sae.train import FitConfig, TrainedSAE, train_sae
@@ -23,7 +25,7 @@ from circuits.sae.train import FitConfig, TrainedSAE, train_sae
 __all__ = [
     "ActivationPoint", "FeatureCircuit", "FitConfig", "SAEConfig", "SparseAutoencoder",
     "TrainedSAE", "activation_point", "discover_feature_circuit", "head_codes", "ioi_negatives",
-    "list_stored_saes", "load_sae", "load_stored_sae", "rank_against", "reference_heads",
+    "latest_stored_saes", "list_stored_saes", "load_sae", "load_stored_sae", "rank_against", "reference_heads",
     "sae_features", "sae_heads", "save_sae", "store_sae", "task_examples", "top_contexts",
     "train_sae",
 ]

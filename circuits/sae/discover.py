@@ -161,6 +161,9 @@ def sae_heads(
     """
     say = progress or (lambda fraction, message: None)
     started = time.perf_counter()
+    if faithfulness and isinstance(task, PromptSet):
+        raise InvalidInput("with a PromptSet task, pass faithfulness=False or use a named task "
+                           "(evaluation prompts must be drawn apart from discovery)")
     prompts, task_name = task_prompts(model, task, n_prompts, seed)
     negative_tokens = (ioi_negatives(model, prompts, negatives, seed) if task_name == "ioi"
                        else prompts.corrupted)
@@ -192,11 +195,7 @@ def sae_heads(
     }
     if faithfulness:
         say(0.6, "faithfulness on evaluation prompts")
-        eval_prompts, _ = task_prompts(model, task if task_name != "ioi" else "ioi", n_eval, seed + 1000) \
-            if not isinstance(task, PromptSet) else (None, None)
-        if eval_prompts is None:
-            raise InvalidInput("with a PromptSet task, pass faithfulness=False or use sae_heads on "
-                               "a named task (evaluation prompts must be disjoint from discovery)")
+        eval_prompts, _ = task_prompts(model, task, n_eval, seed + 1000)
         out.update(head_faithfulness_curve(model, eval_prompts, scores, seed=seed))
         out["n_eval"] = len(eval_prompts)
     if task_name == "ioi" and reference is not None:
@@ -231,10 +230,10 @@ def sae_features(
     `saes` -> the issue-13 JSON; each feature node carries its top-activating contexts."""
     say = progress or (lambda fraction, message: None)
     started = time.perf_counter()
-    prompts, task_name = task_prompts(model, task, n_prompts, seed)
     if isinstance(task, PromptSet):
         raise InvalidInput("sae_features needs a named task so that evaluation prompts are drawn "
                            "apart from discovery; call discover_feature_circuit for your own sets")
+    prompts, task_name = task_prompts(model, task, n_prompts, seed)
     eval_prompts, _ = task_prompts(model, task, n_eval, seed + 1000)
     found = discover_feature_circuit(model, prompts, eval_prompts, saes, method=method, steps=steps,
                                      nodes_per_point=nodes_per_point, seed=seed,

@@ -176,3 +176,18 @@ def list_stored_saes(store, model_id: str | None = None) -> list[dict]:
     """Complete SAE runs, newest first: {"run_id", "model_id", "hook", "head", ..., "report"}."""
     return [{"run_id": r.id, "model_id": r.model_id, **r.params, "report": r.result.get("report", {})}
             for r in store.list_runs(model_id=model_id, kind="sae", status="complete") if r.result]
+
+
+def latest_stored_saes(store, model_id: str) -> list[SparseAutoencoder]:
+    """The newest complete SAE of `model_id` at each (hook, head) in `store` (for
+    `sae_features`); a clear error, with the command that trains one, when there is none."""
+    seen, out = set(), []
+    for entry in list_stored_saes(store, model_id):
+        key = (entry.get("hook"), entry.get("head"))
+        if key not in seen:
+            seen.add(key)
+            out.append(load_stored_sae(store, entry["run_id"])[0])
+    if not out:
+        raise InvalidInput(f"no SAE of {model_id} in {store.path}; train one first, e.g. "
+                           "`interp sae train MODEL --hook blocks.12.hook_resid_pre`")
+    return out

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from circuits.sae.io import list_stored_saes, load_stored_sae, store_sae
+from circuits.sae.io import latest_stored_saes, list_stored_saes, load_stored_sae, store_sae
 from circuits.sae.points import activation_point, collect, read, write
 from circuits.sae.quality import flat_vectors
 from circuits.sae.train import train_sae
@@ -41,6 +41,8 @@ def test_report_has_every_quality_figure(trained):
 
 
 def test_stored_sae_loads_with_identical_features(smollm2, trained, tmp_store):
+    with pytest.raises(InvalidInput, match="no SAE of"):
+        latest_stored_saes(tmp_store, smollm2.model_id)
     run_id = store_sae(tmp_store, trained)
     assert trained.path.parent.name == "saes" and trained.path.name == run_id
     loaded, report = load_stored_sae(tmp_store, run_id)
@@ -50,6 +52,8 @@ def test_stored_sae_loads_with_identical_features(smollm2, trained, tmp_store):
     assert torch.equal(loaded.encode(x), trained.sae.encode(x))
     [listed] = list_stored_saes(tmp_store, smollm2.model_id)
     assert listed["run_id"] == run_id and listed["hook"] == "blocks.3.hook_resid_pre"
+    [latest] = latest_stored_saes(tmp_store, smollm2.model_id)
+    assert torch.equal(latest.W_enc, trained.sae.W_enc)
 
 
 def test_head_output_point_reads_and_writes_what_the_head_writes(smollm2):
