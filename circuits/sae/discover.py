@@ -219,7 +219,10 @@ def sae_features(
     method: str = "ig",
     steps: int = 10,
     nodes_per_point: int = 10,
+    k_percents=K_PERCENTS,
+    n_random: int = 3,
     contexts: bool = True,
+    context_windows: int = 32,
     corpus=None,
     reference: Sequence[Head] | str | None = "path",
     store=None,
@@ -236,7 +239,8 @@ def sae_features(
     prompts, task_name = task_prompts(model, task, n_prompts, seed)
     eval_prompts, _ = task_prompts(model, task, n_eval, seed + 1000)
     found = discover_feature_circuit(model, prompts, eval_prompts, saes, method=method, steps=steps,
-                                     nodes_per_point=nodes_per_point, seed=seed,
+                                     nodes_per_point=nodes_per_point, n_random=n_random,
+                                     k_percents=k_percents, seed=seed,
                                      progress=lambda f, m: say(0.85 * f, m))
     if contexts:
         from circuits.sae.contexts import top_contexts
@@ -247,7 +251,7 @@ def sae_features(
             wanted = [n["feature"] for n in found.nodes if n["hook"] == site.point.hook
                       and n["head"] == site.point.head and n["feature"] is not None]
             if wanted:
-                tops = top_contexts(model, site.sae, wanted, corpus)
+                tops = top_contexts(model, site.sae, wanted, corpus, n_windows=context_windows)
                 for node in found.nodes:
                     if node["hook"] == site.point.hook and node["feature"] in tops:
                         node.update(tops[node["feature"]])

@@ -4,6 +4,8 @@ f(empty) = the corrupted run), and attribution agrees with exact patching on str
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -11,6 +13,7 @@ from circuits.sae.feature_circuits import (
     ERROR, _chunks, _gradients_at, _kept_masks, attach, circuit_metric, discover_feature_circuit,
     node_effects, ranked_nodes, split,
 )
+from circuits.sae.discover import sae_features
 from circuits.sae.points import run_model
 from interp.tasks.ioi import ioi_prompts
 
@@ -92,3 +95,17 @@ def test_discovery_end_to_end(smollm2, resid_saes):
     assert found.head_scores.shape == (smollm2.n_layers, smollm2.n_heads)
     assert found.head_scores.abs().sum() > 0
     assert found.info["n_discover"] == 4 and found.info["n_eval"] == 4
+
+
+def test_sae_features_json(smollm2, resid_saes):
+    from tests.sae.test_head_codes import path_patching_heads
+
+    out = sae_features(smollm2, resid_saes, "ioi", n_prompts=3, n_eval=3, method="atp",
+                       nodes_per_point=2, k_percents=(1, 100), n_random=1, context_windows=4,
+                       reference=path_patching_heads())
+    assert out["method"] == "sae-features" and len(out["head_scores"]) == smollm2.n_total_heads
+    assert {"roc_auc", "average_precision", "faithfulness_curve", "cpr", "cmd", "random_cmd",
+            "n_discover", "n_eval", "seconds"} <= set(out)
+    features = [n for n in out["nodes"] if n["kind"] == "sae_feature"]
+    assert features and all("contexts" in n and "density" in n for n in features)
+    json.dumps(out)
