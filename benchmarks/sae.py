@@ -215,6 +215,18 @@ def markdown(results: dict) -> str:
                 for p, r in zip(m["curve"], m["random_curve"]):
                     lines.append(f"| {p['k_percent']} | {p['k']} | {p['faithfulness']:.3f} | {r['faithfulness']:.3f} |")
                 lines += ["", f"CPR {m['cpr']:.3f}, CMD {m['cmd']:.3f}, random CMD {m['random_cmd']:.3f}.", ""]
+    lines += ["## Notes", "",
+              "- Head-code settings (300 features, l1 1.0, 200 steps of 512 vectors, negatives 's1', "
+              "10 SAE examples) were chosen on 100 IOI prompts of seed 0 (198 examples), where node "
+              "ROC-AUC was 0.80-0.85 across settings (ABC negatives 0.75-0.80, l1 3 or 10 lower). "
+              "The table above is on seed-1 prompts, never tuned on.",
+              "- 's1' negatives replace the first mention of the subject (the paper's); SmolLM2 "
+              "still prefers the indirect object on them by about 2 logits (vs 4.2 on positives), "
+              "so they take the answer away only in part; ABC negatives (0.2 logits) ranked worse.",
+              "- The machine was shared by several engineers (load average 12-16 on 2 cores during "
+              "every run), so wall times are 3-6x what an idle machine gives.",
+              "- Feature-circuit SAEs were trained on 20k tokens only (time), hence their low "
+              "explained variance; their error nodes carry most of the effect.", ""]
     return "\n".join(lines) + "\n"
 
 
