@@ -1,6 +1,6 @@
 """Top-activating contexts of SAE features: where in a text corpus each feature fires hardest.
 
-    top_contexts(model, sae, [12, 40], corpus=None)   # {12: [{"text", "token", "activation"}, ...]}
+    top_contexts(model, sae, [12, 40])   # {12: {"contexts": [{"text", "token", "activation"}], "density"}}
 
 Windows are spread evenly over the corpus (the shipped novel unless the user names one, see
 `circuits.sae.corpus`); the model runs each only up to the SAE's hook. A context is the
@@ -24,8 +24,8 @@ from interp.models import Model
 def top_contexts(model: Model, sae: SparseAutoencoder, features: list[int],
                  corpus: str | Path | None = None, n_windows: int = 32, context_size: int = 64,
                  n_top: int = 5, before: int = 12, batch_size: int = 8) -> dict[int, list[dict]]:
-    """{feature: up to `n_top` contexts, strongest first: {"text", "token", "activation",
-    "density"}} (density: the share of corpus positions where the feature fires)."""
+    """{feature: {"contexts": up to `n_top` of {"text", "token", "activation"}, strongest first,
+    "density": the share of the windows' positions where the feature fires}}."""
     bad = [f for f in features if not 0 <= f < sae.d_sae]
     if bad:
         raise InvalidInput(f"features {bad} do not exist in this SAE ({sae.d_sae} features)")
