@@ -11,7 +11,8 @@ The workbench's streaming scans run on it, so the hot path is written for speed 
   diagonal), one softmax, one PV matmul; the row statistics come from cheap reads of what is
   there: lse = m - log p[argmax], entropy = lse - sum_j p_j s_j (one batched dot), key mass from
   the few key columns, received from a column sum.
-- ACT touches the sink columns plus one rescale of the block.
+- ACT touches the sink columns plus one rescale of the block (one sink set per prompt;
+  per-head sinks, and sinks found in the call, go through `kernels.act` first).
 - Parallelism across blocks, not inside ops: on CPU with several threads, the blocks are split
   between worker threads that each run single-threaded ops. Thousands of small parallel
   regions (one per op) cost more than the ops when cores are shared; independent blocks don't.
@@ -97,7 +98,11 @@ def _auto_block(d: Dims, n_cols: int, block_size: int | None) -> int:
     if block_size is not None:
         return max(1, int(block_size))
     per_row = d.batch * d.heads * max(n_cols, 1) * 4
-    return int(min(d.n_queries, max(16, _BLOCK_BYTES // per_row)))
+    # at least ~8 blocks once there are a few hundred queries: with causal masking a block
+    # computes the keys of its last row for all its rows, so few big blocks (one head, as
+    # kernels.act runs them) would compute up to 1.5x the causal half
+    few_blocks = max(64, -(-d.n_queries // 8))
+    return int(min(d.n_queries, few_blocks, max(16, _BLOCK_BYTES // per_row)))
 
 
 def _sdpa(q, k, v, d: Dims, causal, scale, key_padding_mask, sliding_window, block_size):

@@ -8,9 +8,9 @@ same object drives the fused Triton kernel on GPU and the blocked torch referenc
     generate(model, prompt, edit=edit).text
 """
 
-from interp.steering.act import act_calibration, find_sinks
+from interp.steering.act import act_calibration, calibrated_sinks, find_sinks
 from interp.steering.edits import pasta_highlight, scale_heads, token_spans
 from interp.steering.generate import Generation, compare, generate
 
-__all__ = ["Generation", "act_calibration", "compare", "find_sinks", "generate",
+__all__ = ["Generation", "act_calibration", "calibrated_sinks", "compare", "find_sinks", "generate",
            "pasta_highlight", "scale_heads", "token_spans"]

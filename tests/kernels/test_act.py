@@ -124,6 +124,41 @@ def test_reference_finds_the_same_sinks_as_naive(Nq, causal, window, pad, bias, 
     assert expected[1]["sinks"].any()
     for block_size in (None, 5):
         assert_same(*expected, *reference_attention(q, k, v, block_size=block_size, **kw))
+    # no statistics: the fp32 output is corrected from the sink columns (pass 2 without scores)
+    kw["stats"] = None
+    assert_same(*naive_attention(q, k, v, **kw), *reference_attention(q, k, v, **kw))
+
+
+@pytest.mark.parametrize("window,pad", [(None, True), (6, False)])
+def test_every_head_calibrated_takes_one_pass_over_the_layer(window, pad):
+    """All heads of all rows: the unedited pass over the layer also gives pass 1's statistics."""
+    B, H, Hkv, N, D = 2, 4, 2, 23, 16
+    q, k, v = planted(B, H, Hkv, N, N, D, seed=13)
+    kw = dict(sliding_window=window, key_padding_mask=make_padding(B, N) if pad else None,
+              edit=LayerEdit(act_beta=torch.tensor([BETA, 0.0, 0.7, 0.25]), act_tau=TAU))
+    expected = naive_attention(q, k, v, **kw)
+    assert_same(*expected, *reference_attention(q, k, v, **kw))
+    plain, _ = naive_attention(q, k, v, sliding_window=window, key_padding_mask=kw["key_padding_mask"])
+    assert not torch.allclose(expected[0], plain, atol=1e-3)
+
+
+def test_rows_almost_all_on_sinks_take_the_exact_pass(monkeypatch):
+    """The sink-column correction amplifies rounding by 1 / (non-sink mass): pairs with rows
+    that keep little of it must take the one-pass kernel instead."""
+    import kernels.act as act
+
+    B, H, N, D = 1, 2, 20, 16
+    q, k, v = planted(B, H, H, N, N, D, seed=11)
+    k[:, :, 4] *= 3.0                                   # key 4 takes nearly all of later rows
+    le = LayerEdit(act_beta=torch.tensor([BETA, 0.0]), act_tau=TAU)
+    expected, st = naive_attention(q, k, v, edit=le, stats=AttentionStatsRequest(sinks=True))
+    p, _ = full_pattern(q, k, v)
+    rest = 1 - (p * st["sinks"][:, :, None, :]).sum(-1)
+    assert rest.min() < 1e-3, "some rows must be nearly all on (non-first) sinks"
+    got, _ = reference_attention(q, k, v, edit=le)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(act, "_MIN_REST", 0.0)          # always correct: visibly worse
+    assert (reference_attention(q, k, v, edit=le)[0] - expected).abs().max() > 1e-4
 
 
 def test_given_per_head_sinks_match_naive_and_decode_equals_prefill():
