@@ -15,7 +15,6 @@ pairs that ACT touches only, each pair an attention problem of its own (batch P,
 KV head and its prompt's padding), while the layer's other heads run unedited (torch SDPA on CPU):
 
     1. statistics, no output: the mass each key receives and each row's lse -> [P, Nk] sinks
-       (when every head of the layer is calibrated, the unedited pass over the layer gives them)
     2. pairs with a sink past the first: out' = c out + (beta - c) sum_sink p_j v_j, with
        c = (1 - beta s) / (1 - s), from the unedited output and the few sink columns' p = exp(s - lse)
        (fp32, no statistic asked, every row keeping >= 1% non-sink mass); otherwise the kernels'
@@ -72,26 +71,18 @@ def calibrated_attention(run: Callable, q, k, v, *, causal: bool, scale: float |
     common = dict(causal=causal, scale=scale, sliding_window=sliding_window, softcap=softcap,
                   **run_kwargs)
     key_bias = None if edit is None else edit.key_bias
-    act = edit is not None and edit.act_beta is not None
-    beta = edit.act_beta.to(q.device, torch.float32).expand(B, H) if act else None
-    # Every head of every row finding its sinks, no statistic asked: one pass over the layer
-    # gives both the unedited output and pass 1's statistics (instead of SDPA, then pass 1).
-    whole_layer = act and edit.finds_sinks and not inner.any and bool((beta != 1.0).all())
     out, res = run(q, k, v, key_padding_mask=key_padding_mask,
                    edit=None if key_bias is None else LayerEdit(key_bias=key_bias),
-                   stats=AttentionStatsRequest(received=True, lse=True) if whole_layer
-                   else inner if inner.any else None, **common)
+                   stats=inner if inner.any else None, **common)
     sinks = torch.zeros(B, H, Nk, dtype=torch.bool, device=q.device) if want.sinks else None
 
-    if act:
+    if edit is not None and edit.act_beta is not None:
+        beta = edit.act_beta.to(q.device, torch.float32).expand(B, H)
         b_idx, h_idx = (beta != 1.0).nonzero(as_tuple=True)
         pair_inputs = (q, k, v, H // Hkv, key_padding_mask, key_bias)
         lse = None
-        if whole_layer:
-            found, lse = res["received"][b_idx, h_idx], res["lse"][b_idx, h_idx]
-        elif edit.finds_sinks:   # pass 1
+        if edit.finds_sinks:   # pass 1
             found, lse = _Pairs(b_idx, h_idx, *pair_inputs).statistics(run, common)
-        if edit.finds_sinks:
             seen = queries_seeing(Nq, Nk, causal, sliding_window, key_padding_mask, q.device)
             pair_sinks = sink_rule(found, seen.expand(B, Nk)[b_idx], edit.act_tau,
                                    edit.act_exclude_first)

@@ -5,7 +5,8 @@ An `AttentionEdit` is a tuple of parts, each naming the heads it touches as `(la
 - `HeadScale`        multiply a head's output by `scale` (0 ablates the head).
 - `KeyBias`          add `bias` to the scores of keys inside (or outside) token spans: PASTA.
 - `SinkCalibration`  ACT: scale the attention on sink keys by `beta`, give the removed mass back
-                     to the other keys in proportion.
+                     to the other keys in proportion; the sinks are found per input and per head
+                     in the forward (tau), or given as positions.
 
 Kernels never see these objects. `AttentionEdit.layer_edit` turns the parts that hit one layer into
 a `LayerEdit` of dense per-layer tensors, which every backend (naive, reference, Triton) consumes

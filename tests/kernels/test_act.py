@@ -130,8 +130,8 @@ def test_reference_finds_the_same_sinks_as_naive(Nq, causal, window, pad, bias, 
 
 
 @pytest.mark.parametrize("window,pad", [(None, True), (6, False)])
-def test_every_head_calibrated_takes_one_pass_over_the_layer(window, pad):
-    """All heads of all rows: the unedited pass over the layer also gives pass 1's statistics."""
+def test_every_head_calibrated_without_statistics(window, pad):
+    """All heads of all rows, output only: every pair's output corrected from its sink columns."""
     B, H, Hkv, N, D = 2, 4, 2, 23, 16
     q, k, v = planted(B, H, Hkv, N, N, D, seed=13)
     kw = dict(sliding_window=window, key_padding_mask=make_padding(B, N) if pad else None,

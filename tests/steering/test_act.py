@@ -7,6 +7,7 @@ calibrated forward found and did.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from interp.attention_stats import stream_attention_stats
@@ -24,6 +25,16 @@ PROMPTS = [
 TAU, BETA = 0.1, 0.4
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Short forwards on a shared 2-core machine: one intra-op thread is faster (see
+    tests/kernels/conftest.py)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
 def definition(pattern: torch.Tensor, tau: float = TAU) -> tuple[dict[int, list[int]], torch.Tensor]:
     """One layer's pattern [H, N, N] -> ({head: sinks past the first}, mean received [H, N])."""
     n = pattern.shape[-1]
@@ -34,7 +45,7 @@ def definition(pattern: torch.Tensor, tau: float = TAU) -> tuple[dict[int, list[
 def test_sinks_found_in_the_forward_equal_the_definition_on_full_patterns(smollm2):
     """Calibrating all heads of one layer: the sinks the forward found there equal the rule
     applied to that layer's full pattern (the layers before it are not edited)."""
-    layers = [1, 9, 17, 28]
+    layers = [2, 14, 28]
     compared = with_sinks = 0
     for text in PROMPTS:
         patterns = attention_patterns(smollm2, text, layers)
@@ -114,8 +125,7 @@ def test_decode_equals_the_last_row_of_a_prefill_with_the_same_sinks(smollm2):
 
 
 def test_generate_runs_with_the_edit(smollm2):
-    edit = act_calibration(smollm2, heads=[(layer, h) for layer in range(2, 12) for h in range(9)])
-    plain, edited = generate(smollm2, PROMPTS[0], None, 4), generate(smollm2, PROMPTS[0], edit, 4)
-    assert len(edited.token_ids) == 4 and edited.edit == edit.to_dict()
+    edit = act_calibration(smollm2, heads=[(layer, h) for layer in (2, 3) for h in range(9)])
+    edited = generate(smollm2, PROMPTS[0], edit, 3)
+    assert len(edited.token_ids) == 3 and edited.text.strip() and edited.edit == edit.to_dict()
     assert edited.edit["parts"][0]["tau"] == TAU and edited.edit["parts"][0]["sink_positions"] is None
-    assert plain.token_ids and plain.text.strip()
