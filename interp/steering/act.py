@@ -75,8 +75,9 @@ def find_sinks(model: Model, text: str, tau: float = TAU, exclude_first: bool = 
 
     def sinks_of(layer, stats, sub_batch):
         received = stats["received"].float()                                  # [1, H, N]
-        seen = queries_seeing(received.shape[-1], received.shape[-1], True, None,
-                              sub_batch.mask, received.device)                 # [1, N]
+        seen = queries_seeing(received.shape[-1], received.shape[-1], True,
+                              _sliding_window(model, layer), sub_batch.mask,
+                              received.device)                                 # [1, N]
         return sink_rule(received, seen[:, None], tau, exclude_first)
 
     found = stream_attention_stats(model, batch, AttentionStatsRequest(received=True), sinks_of,
@@ -93,6 +94,13 @@ def calibrated_sinks(model: Model, text: str, edit: AttentionEdit,
                                    lambda layer, stats, sub_batch: stats["sinks"],
                                    batch_size=1, edit=edit)[:, 0]              # [L, H, N]
     return _positions(found)
+
+
+def _sliding_window(model: Model, layer: int) -> int | None:
+    """The layer's attention window (Gemma-3's local layers), None for full attention."""
+    config = model.hf_model.config.get_text_config()
+    types = getattr(config, "layer_types", None)
+    return config.sliding_window if types and types[layer] == "sliding_attention" else None
 
 
 def _positions(sinks: torch.Tensor) -> dict[Head, list[int]]:
