@@ -10,7 +10,10 @@ interleaved in one process (so a shared machine's load hits them alike), --reps 
     ACT, all heads     all 270 heads (the paper's "calibrate everything" ablation)
 
 Reports the median CPU seconds and wall seconds per forward, the ratio to "no edit" (goal for
-calibrated heads: at most 1.2x), and the load average before and after.
+calibrated heads: at most 1.2x), and the load average before and after. On a loaded machine the
+difference of two medians is noisy, so the CPU seconds spent inside ACT's own two passes
+(`kernels.act`: the statistics pass, then the correction or the exact pass) are also timed
+directly, per forward.
 
     python benchmarks/act_overhead.py [--tokens 2048] [--reps 5]
 """
@@ -32,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 from interp.models import load_model  # noqa: E402
 from interp.native_attention import native_attention  # noqa: E402
 from interp.steering import act_calibration, find_sinks  # noqa: E402
+import kernels.act  # noqa: E402
 from kernels import attention_session  # noqa: E402
 
 TEXT_DIR = ROOT.parent / "shared" / "data" / "haystack"
@@ -45,6 +49,36 @@ def busiest_head_per_layer(model, text: str) -> list[tuple[int, int]]:
         counts = [len(sinks.get((layer, h), [])) for h in range(model.n_heads)]
         heads.append((layer, max(range(model.n_heads), key=counts.__getitem__)))
     return heads, sum(len(sinks.get(h, [])) for h in heads)
+
+
+class PassTimer:
+    """CPU seconds spent in kernels.act's passes (wrapping its pair methods while it is on)."""
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.exact_pairs = self.corrected_pairs = 0
+
+    def __enter__(self):
+        self.saved = {name: getattr(kernels.act._Pairs, name) for name in ("statistics", "correct", "run")}
+        for name, method in self.saved.items():
+            setattr(kernels.act._Pairs, name, self._timed(name, method))
+        return self
+
+    def __exit__(self, *exc):
+        for name, method in self.saved.items():
+            setattr(kernels.act._Pairs, name, method)
+
+    def _timed(self, name, method):
+        def timed(pairs, *args):
+            c0 = time.process_time()
+            result = method(pairs, *args)
+            self.seconds += time.process_time() - c0
+            if name == "correct":
+                self.corrected_pairs += int(result[1].sum())
+            elif name == "run":
+                self.exact_pairs += len(pairs.b)
+            return result
+        return timed
 
 
 def main() -> None:
@@ -68,12 +102,12 @@ def main() -> None:
         f"ACT, all heads ({len(all_heads)})": act_calibration(model, heads=all_heads),
     }
 
-    def forward(edit) -> tuple[float, float]:
+    def forward(edit) -> tuple[float, float, PassTimer]:
         t0, c0 = time.perf_counter(), time.process_time()
-        with torch.inference_mode(), native_attention(model), \
+        with torch.inference_mode(), native_attention(model), PassTimer() as passes, \
                 attention_session(model.hf_model, edit=edit):
             model.hf_model(ids, use_cache=False, logits_to_keep=1)
-        return time.process_time() - c0, time.perf_counter() - t0
+        return time.process_time() - c0, time.perf_counter() - t0, passes
 
     for edit in cases.values():   # warm up every path once
         forward(edit)
@@ -85,8 +119,8 @@ def main() -> None:
             f"{n} {t[-1][0]:.2f}s" for n, t in times.items()), flush=True)
     load_after = os.getloadavg()
 
-    base_cpu = statistics.median(c for c, _ in times["no edit"])
-    base_wall = statistics.median(w for _, w in times["no edit"])
+    base_cpu = statistics.median(c for c, _, _ in times["no edit"])
+    base_wall = statistics.median(w for _, w, _ in times["no edit"])
     lines = [
         "# ACT overhead: in-forward sink finding + calibration vs the plain forward (CPU)",
         "",
@@ -100,12 +134,17 @@ def main() -> None:
         "",
         f"The 1-head-per-layer set has {n_sinks} sinks past the first on this text in total.",
         "",
-        "| case | CPU s | x no edit | wall s | x no edit |",
-        "|---|---:|---:|---:|---:|",
+        "| case | CPU s | x no edit | wall s | x no edit | CPU s in ACT's passes | 1 + that / no edit "
+        "| pairs corrected / exact pass |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, runs in times.items():
-        cpu, wall = statistics.median(c for c, _ in runs), statistics.median(w for _, w in runs)
-        lines.append(f"| {name} | {cpu:.2f} | {cpu / base_cpu:.2f} | {wall:.2f} | {wall / base_wall:.2f} |")
+        cpu, wall = statistics.median(c for c, _, _ in runs), statistics.median(w for _, w, _ in runs)
+        inside = statistics.median(p.seconds for _, _, p in runs)
+        last = runs[-1][2]
+        lines.append(f"| {name} | {cpu:.2f} | {cpu / base_cpu:.2f} | {wall:.2f} | {wall / base_wall:.2f} "
+                     f"| {inside:.2f} | {1 + inside / base_cpu:.2f} | {last.corrected_pairs} / "
+                     f"{last.exact_pairs} |")
     lines += ["", "Command: `python benchmarks/act_overhead.py --tokens "
               f"{args.tokens} --reps {args.reps}`", ""]
     out = Path(args.out)
