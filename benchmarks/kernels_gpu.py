@@ -82,13 +82,16 @@ def check_correctness(device) -> None:
     assert agree > 0.99, f"argmax agrees on only {agree:.1%} of rows"
     # ACT with the sinks found in the call: both backends must find the same sinks
     found = AttentionStatsRequest(lse=True, received=True, sinks=True)
-    k_sink = k.clone()
-    k_sink[:, :, [0, 5, 40]] += 4.0 * q.mean(2, keepdim=True)        # plant sinks
+    direction = torch.randn(D, generator=g)
+    direction /= direction.norm()
+    q_sink, k_sink = q + 4.0 * direction, k.clone()
+    k_sink[:, :, [0, 5, 40]] += 8.0 * direction                      # plant sinks
     edit_f = LayerEdit(act_beta=torch.tensor([0.4, 1.0, 0.0, 0.7]), act_tau=0.1)
-    ref_out, ref = reference_attention(q, k_sink, v, key_padding_mask=kpm, edit=edit_f, stats=found)
-    out, got = triton_attention(to(q), to(k_sink), to(v), key_padding_mask=to(kpm),
+    ref_out, ref = reference_attention(q_sink, k_sink, v, key_padding_mask=kpm, edit=edit_f, stats=found)
+    out, got = triton_attention(to(q_sink), to(k_sink), to(v), key_padding_mask=to(kpm),
                                 edit=LayerEdit(act_beta=to(edit_f.act_beta), act_tau=0.1), stats=found)
-    assert ref["sinks"].any() and torch.equal(got["sinks"].cpu(), ref["sinks"]), "sinks differ"
+    assert ref["sinks"].any(), "the planted keys should be sinks past the first"
+    assert torch.equal(got["sinks"].cpu(), ref["sinks"]), "Triton and the reference found different sinks"
     torch.testing.assert_close(out.cpu(), ref_out, atol=2e-3, rtol=2e-3)
     print("correctness check (fp32, padding, bias, ACT fixed and found in the call, head scale, "
           "all statistics): ok")
