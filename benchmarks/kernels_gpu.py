@@ -8,6 +8,8 @@ Part 1, one attention call, B=1, H=32 (no GQA), causal, bf16, per N and head dim
     ours+edits+stats     PASTA key bias (8 heads) + ACT (8 heads, 4 sink keys) + head scale,
                          and lse, entropy, argmax, key mass per row
     ours+...+received    the same plus the received-mass pass (second kernel)
+    ours+ACT found       ACT on 8 heads with each head's sinks found in the call (tau 0.1): a
+                         received-mass pass on those heads, then the calibrated pass (kernels.act)
     sdpa-flash           torch SDPA restricted to the flash backend
     flex+score_mod       FlexAttention (compiled) with the key bias as score_mod, a causal
                          block mask, return_lse; head scale applied after. ACT, entropy and argmax
@@ -17,7 +19,9 @@ TFLOP/s counts the causal half: 2 * 2 * B * H * N^2 / 2 * D flops. Peak memory i
 allocates beyond its inputs.
 
 Part 2, end to end: prefill of --prompt tokens + 128 greedy decode tokens, bf16, with
-transformers' SDPA, with "interp" attention and no edit, and with ACT on every head (sink = BOS).
+transformers' SDPA, with "interp" attention and no edit, and with ACT as its authors run it
+(sinks found per head in the forward, kept for the decode steps) on one head per layer and on
+every head, and with ACT on every head with a fixed sink (BOS), the older mode.
 
 Writes benchmarks/results/kernels_gpu_<gpu>.md.
 """
@@ -76,7 +80,21 @@ def check_correctness(device) -> None:
         torch.testing.assert_close(got[name].cpu(), ref[name], atol=2e-3, rtol=2e-3, msg=name)
     agree = (got["argmax"].cpu() == ref["argmax"]).float().mean().item()
     assert agree > 0.99, f"argmax agrees on only {agree:.1%} of rows"
-    print("correctness check (fp32, padding, bias, ACT, head scale, all statistics): ok")
+    # ACT with the sinks found in the call: both backends must find the same sinks
+    found = AttentionStatsRequest(lse=True, received=True, sinks=True)
+    direction = torch.randn(D, generator=g)
+    direction /= direction.norm()
+    q_sink, k_sink = q + 4.0 * direction, k.clone()
+    k_sink[:, :, [0, 5, 40]] += 8.0 * direction                      # plant sinks
+    edit_f = LayerEdit(act_beta=torch.tensor([0.4, 1.0, 0.0, 0.7]), act_tau=0.1)
+    ref_out, ref = reference_attention(q_sink, k_sink, v, key_padding_mask=kpm, edit=edit_f, stats=found)
+    out, got = triton_attention(to(q_sink), to(k_sink), to(v), key_padding_mask=to(kpm),
+                                edit=LayerEdit(act_beta=to(edit_f.act_beta), act_tau=0.1), stats=found)
+    assert ref["sinks"].any(), "the planted keys should be sinks past the first"
+    assert torch.equal(got["sinks"].cpu(), ref["sinks"]), "Triton and the reference found different sinks"
+    torch.testing.assert_close(out.cpu(), ref_out, atol=2e-3, rtol=2e-3)
+    print("correctness check (fp32, padding, bias, ACT fixed and found in the call, head scale, "
+          "all statistics): ok")
 
 
 def attention_rows(n_tokens: list[int], head_dims: list[int], device) -> list[dict]:
@@ -99,6 +117,7 @@ def attention_rows(n_tokens: list[int], head_dims: list[int], device) -> list[di
             hscale = torch.ones(H, device=device)
             hscale[-1] = 0.0
             edit = LayerEdit(key_bias=bias, head_scale=hscale, sink_mask=sink, act_beta=beta)
+            act_found = LayerEdit(act_beta=beta, act_tau=0.1)
             row_stats = AttentionStatsRequest(lse=True, entropy=True, argmax=True, key_mask=sink)
             all_stats = AttentionStatsRequest(lse=True, entropy=True, argmax=True, key_mask=sink, received=True)
             flops = 4 * B * H * N * N * D / 2
@@ -128,6 +147,7 @@ def attention_rows(n_tokens: list[int], head_dims: list[int], device) -> list[di
                 "ours": lambda: triton_attention(q, k, v),
                 "ours+edits+stats": lambda: triton_attention(q, k, v, edit=edit, stats=row_stats),
                 "ours+edits+stats+received": lambda: triton_attention(q, k, v, edit=edit, stats=all_stats),
+                "ours+ACT found (8 heads)": lambda: triton_attention(q, k, v, edit=act_found),
                 "sdpa-flash": sdpa_flash,
                 "flex+score_mod": flex_call,
                 "eager": eager,
@@ -156,7 +176,10 @@ def end_to_end(model_path: str, prompt: int, device) -> list[dict]:
     cfg = model.config.get_text_config()
     ids = torch.randint(10, 5000, (1, prompt), device=device, generator=torch.Generator(device=device).manual_seed(0))
     heads = [(l, h) for l in range(cfg.num_hidden_layers) for h in range(cfg.num_attention_heads)]
-    act = AttentionEdit((SinkCalibration(heads=heads, sink_positions=(0,), beta=0.4),))
+    act_bos = AttentionEdit((SinkCalibration(heads=heads, sink_positions=(0,), beta=0.4),))
+    act_all = AttentionEdit((SinkCalibration(heads=heads, beta=0.4, tau=0.1),))
+    act_one = AttentionEdit((SinkCalibration(heads=[(l, 0) for l in range(cfg.num_hidden_layers)],
+                                             beta=0.4, tau=0.1),))
     gen = dict(max_new_tokens=128, min_new_tokens=128, do_sample=False)
 
     def run(session):
@@ -171,7 +194,10 @@ def end_to_end(model_path: str, prompt: int, device) -> list[dict]:
         torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    cases = {"sdpa": None, "interp, no edit": {}, "interp, ACT on all heads": {"edit": act}}
+    cases = {"sdpa": None, "interp, no edit": {},
+             "interp, ACT found, 1 head/layer": {"edit": act_one},
+             "interp, ACT found, all heads": {"edit": act_all},
+             "interp, ACT sink=BOS, all heads": {"edit": act_bos}}
     rows = []
     for name, session in cases.items():
         run(session)   # warm up (Triton compiles)

@@ -40,14 +40,15 @@ EDIT_KINDS: dict[str, EditKind] = {
     # Zhang et al. (PASTA) scale the attention outside the phrase by alpha = 0.01.
     "pasta": EditKind("pasta", "PASTA: highlight a phrase", "alpha", 0.01, needs_heads=True,
                       needs_phrases=True),
-    # Yu et al. (ACT) scale the sinks by beta = 0.4; no heads = every head with a sink.
-    "act": EditKind("act", "ACT: calibrate attention sinks", "beta", 0.4, needs_heads=False),
+    # Yu et al. (ACT) scale the sinks by beta = 0.4 on heads chosen by a search (interp
+    # calibrate) or named by the user; never every head with a sink.
+    "act": EditKind("act", "ACT: calibrate attention sinks", "beta", 0.4, needs_heads=True),
 }
 
 
 def parse_edit_heads(heads) -> list[Head]:
     """An edit's heads as typed ("18.6, 17.3", semicolons also separate) or given as pairs;
-    None or blank text -> [] (ACT then calibrates every head with a sink)."""
+    None or blank text -> [] (refused by `check_edit`: every edit kind names its heads)."""
     if heads is None or (isinstance(heads, str) and not heads.strip()):
         return []
     if isinstance(heads, str):

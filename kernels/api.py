@@ -21,6 +21,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, causal: bool
     positions (causal offset Nk - Nq). key_padding_mask [B,Nk] bool, True = real token.
     scale defaults to 1/sqrt(D); softcap applies cap * tanh(s / cap) before edits.
     Returns (out [B,H,Nq,D] in q's dtype, {stat name: tensor}) as described in `kernels.stats`.
+    edit: a `LayerEdit`; ACT whose sinks are found in the call (act_tau) or given per head runs
+    as a statistics pass then the calibrated pass (`kernels.act`), on either backend.
 
     backend: "auto" = Triton for CUDA tensors, the torch reference otherwise;
              "reference" / "triton" force one.

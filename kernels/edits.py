@@ -5,7 +5,8 @@ An `AttentionEdit` is a tuple of parts, each naming the heads it touches as `(la
 - `HeadScale`        multiply a head's output by `scale` (0 ablates the head).
 - `KeyBias`          add `bias` to the scores of keys inside (or outside) token spans: PASTA.
 - `SinkCalibration`  ACT: scale the attention on sink keys by `beta`, give the removed mass back
-                     to the other keys in proportion.
+                     to the other keys in proportion; the sinks are found per input and per head
+                     in the forward (tau), or given as positions.
 
 Kernels never see these objects. `AttentionEdit.layer_edit` turns the parts that hit one layer into
 a `LayerEdit` of dense per-layer tensors, which every backend (naive, reference, Triton) consumes
@@ -170,43 +171,113 @@ class SinkCalibration:
 
     Yu et al., "Unveiling and Harnessing Hidden Attention Sinks: Training-Free Attention
     Calibration for Large Language Models" (ICML 2024, arXiv:2406.15765). In each query row
-    with original sink mass s (the row's attention on the keys at `sink_positions`), the sink
-    entries are multiplied by `beta` and the removed mass (1 - beta) * s is given back to the
-    other keys in proportion to their attention: p'_sink = beta p, p'_other = p (1 - beta s)/(1 - s).
+    with original sink mass s (the row's attention on the head's sink keys), the sink entries
+    are multiplied by `beta` and the removed mass (1 - beta) * s is given back to the other keys
+    in proportion to their attention: p'_sink = beta p, p'_other = p (1 - beta s)/(1 - s).
     Rows whose whole mass is on sinks (s = 1) have nowhere to move mass and stay unchanged.
 
-    sink_positions: key slots, shared `(0,)` or per prompt `((0,), (3,))`.
+    Two ways to say which keys are sinks:
+
+    - `sink_positions=None` (the default, ACT as its authors run it): found per input and per
+      head inside the forward, from that head's own attention in that layer: key j is a sink
+      when its mean attention over the queries that see it exceeds `tau` (a fraction of
+      attention mass; the released code uses 0.1), i.e. received_j / #{valid queries seeing j}
+      > tau. With `exclude_first` the first sink (the lowest position; in practice the initial
+      token) is left alone, as the released code drops `indices[0]`. Decoding with a KV cache:
+      the sinks found at the prefill (per sequence, per head) stay calibrated for every new
+      query row; new tokens are never sinks (see `kernels.hf`). A forward that starts with no
+      cache finds them afresh.
+    - `sink_positions`: fixed key slots, shared `(0,)` or per prompt `((0,), (3,))`; tau and
+      exclude_first are then unused.
+
+    rows: calibrate different heads on different batch rows, `rows[b]` = the heads of row b
+        (e.g. one head per row, so one forward scores many single-head calibrations: the head
+        search). `heads` is then their union. The batch must have len(rows) rows.
     """
 
-    heads: HeadList
-    sink_positions: tuple
-    beta: float
+    heads: HeadList = ()
+    sink_positions: tuple | None = None
+    beta: float = 0.4
+    tau: float = 0.1
+    exclude_first: bool = True
+    rows: tuple | None = None
     kind: ClassVar[str] = "sink_calibration"
 
     def __post_init__(self):
+        if self.rows is not None:
+            rows = tuple(_heads(r) for r in self.rows)
+            union = tuple(sorted({h for r in rows for h in r}))
+            if self.heads and _heads(self.heads) != union:
+                raise ValueError("with `rows`, `heads` is their union; give one or the other")
+            object.__setattr__(self, "rows", rows)
+            object.__setattr__(self, "heads", union)
         object.__setattr__(self, "heads", _heads(self.heads))
-        object.__setattr__(self, "sink_positions", _positions(self.sink_positions))
+        if self.sink_positions is not None:
+            object.__setattr__(self, "sink_positions", _positions(self.sink_positions))
         object.__setattr__(self, "beta", float(self.beta))
+        object.__setattr__(self, "tau", float(self.tau))
+        object.__setattr__(self, "exclude_first", bool(self.exclude_first))
         if not 0.0 <= self.beta <= 1.0:
             # beta > 1 would ask for more than the whole row once beta * s > 1
             raise ValueError("ACT beta must be in [0, 1]")
+        if not 0.0 < self.tau < 1.0:
+            raise ValueError("ACT tau is a fraction of attention mass: it must be in (0, 1) "
+                             "(the paper uses 0.1)")
+
+    @classmethod
+    def per_row(cls, rows, beta: float = 0.4, tau: float = 0.1,
+                exclude_first: bool = True) -> "SinkCalibration":
+        """In-forward ACT with its own heads on each batch row: `rows[b]` is a (layer, head)
+        pair, a sequence of pairs, or None/() for an uncalibrated row."""
+        norm = []
+        for r in rows:
+            if r is None:
+                norm.append(())
+            elif len(r) == 2 and all(isinstance(x, int) for x in r):
+                norm.append((tuple(r),))
+            else:
+                norm.append(tuple(r))
+        return cls(beta=beta, tau=tau, exclude_first=exclude_first, rows=tuple(norm))
+
+    @property
+    def in_forward(self) -> bool:
+        """True when the sinks are found inside the forward (no fixed positions)."""
+        return self.sink_positions is None
 
     @property
     def per_prompt(self) -> bool:
-        return _per_prompt(self.sink_positions, lambda p: isinstance(p, int))
+        return self.sink_positions is not None and \
+            _per_prompt(self.sink_positions, lambda p: isinstance(p, int))
 
     def sink_mask(self, batch_size: int, n_keys: int, key_offset: int, device) -> torch.Tensor:
-        """[B, Nk] bool: the sink keys."""
+        """[B, Nk] bool: the fixed sink keys (fixed-positions mode only)."""
+        if self.sink_positions is None:
+            raise ValueError("this SinkCalibration finds its sinks in the forward")
         groups = _broadcast_groups(self.sink_positions, self.per_prompt, batch_size,
                                    "sink_positions")
         spans = [[(p, p + 1) for p in group] for group in groups]
         return _slot_mask(spans, batch_size, n_keys, key_offset, device)
 
+    def row_heads(self, batch_size: int, layer: int) -> list[list[int]]:
+        """Per batch row, the heads of `layer` this part calibrates."""
+        if self.rows is None:
+            return [[h for l, h in self.heads if l == layer]] * batch_size
+        if len(self.rows) != batch_size:
+            raise ValueError(f"SinkCalibration rows given for {len(self.rows)} prompts, "
+                             f"batch has {batch_size}")
+        return [[h for l, h in row if l == layer] for row in self.rows]
+
     def to_dict(self) -> dict[str, Any]:
-        pos = ([list(p) for p in self.sink_positions] if self.per_prompt
-               else list(self.sink_positions))
-        return {"kind": self.kind, "heads": [list(h) for h in self.heads],
-                "sink_positions": pos, "beta": self.beta}
+        d: dict[str, Any] = {"kind": self.kind, "heads": [list(h) for h in self.heads]}
+        if self.sink_positions is None:
+            d.update(sink_positions=None, beta=self.beta, tau=self.tau,
+                     exclude_first=self.exclude_first)
+        else:
+            d.update(sink_positions=([list(p) for p in self.sink_positions] if self.per_prompt
+                                     else list(self.sink_positions)), beta=self.beta)
+        if self.rows is not None:
+            d["rows"] = [[list(h) for h in row] for row in self.rows]
+        return d
 
 
 _PART_TYPES = {cls.kind: cls for cls in (HeadScale, KeyBias, SinkCalibration)}
@@ -218,31 +289,55 @@ class LayerEdit:
 
     key_bias:   [B, H, Nk] float32, added to the scores (None: no bias).
     head_scale: [H] float32, multiplies each head's output (None: all 1).
-    sink_mask:  [B, Nk] bool, the ACT sink keys; act_beta: [H] float32, 1.0 = ACT off for that
-                head. Both None, or both set.
+    ACT (all None when off):
+    act_beta:   [H] or [B, H] float32, the calibration factor per head (or per row and head);
+                1.0 = ACT off there.
+    sink_mask:  [B, Nk] bool (the sinks shared by the layer's heads) or [B, H, Nk] (per head);
+                None with act_tau set: the sinks are found in the call.
+    act_tau, act_exclude_first: the in-call sink rule (see `SinkCalibration`): key j is a sink
+                of a head when its mean attention over the valid queries that see it exceeds
+                act_tau; with act_exclude_first the lowest-position sink is left alone.
     """
 
     key_bias: torch.Tensor | None = None
     head_scale: torch.Tensor | None = None
     sink_mask: torch.Tensor | None = None
     act_beta: torch.Tensor | None = None
+    act_tau: float | None = None
+    act_exclude_first: bool = True
 
     def __post_init__(self):
-        if (self.sink_mask is None) != (self.act_beta is None):
-            raise ValueError("sink_mask and act_beta go together")
+        if (self.act_beta is None) != (self.sink_mask is None and self.act_tau is None):
+            raise ValueError("act_beta goes with either a sink_mask or an act_tau")
+        if self.sink_mask is not None and self.act_tau is not None:
+            raise ValueError("give sink_mask (sinks known) or act_tau (find them), not both")
+        if self.act_tau is not None and not 0.0 < self.act_tau < 1.0:
+            raise ValueError("act_tau must be in (0, 1)")
 
     @property
     def changes_scores(self) -> bool:
         """True when the attention distribution itself changes (not just the head outputs)."""
-        return self.key_bias is not None or self.sink_mask is not None
+        return self.key_bias is not None or self.act_beta is not None
+
+    @property
+    def finds_sinks(self) -> bool:
+        """True when the call must find the ACT sinks itself (a statistics pass first)."""
+        return self.act_beta is not None and self.sink_mask is None
+
+    @property
+    def shared_sinks(self) -> bool:
+        """True when ACT is given as one sink set per prompt for the layer ([B, Nk] mask):
+        the form the kernels take directly. Per-head sinks, and sinks to be found, go through
+        `kernels.act` first."""
+        return self.sink_mask is not None and self.sink_mask.dim() == 2
 
     def keys_slice(self, start: int, stop: int) -> "LayerEdit":
         """The same edit restricted to key slots [start, stop) (views, no copies)."""
         return LayerEdit(
             key_bias=None if self.key_bias is None else self.key_bias[..., start:stop],
             head_scale=self.head_scale,
-            sink_mask=None if self.sink_mask is None else self.sink_mask[:, start:stop],
-            act_beta=self.act_beta,
+            sink_mask=None if self.sink_mask is None else self.sink_mask[..., start:stop],
+            act_beta=self.act_beta, act_tau=self.act_tau, act_exclude_first=self.act_exclude_first,
         )
 
 
@@ -250,9 +345,10 @@ class LayerEdit:
 class AttentionEdit:
     """A combination of edit parts; the one object steering code, hooks and kernels share.
 
-    Parts combine per head: head scales multiply, key biases add. Two `SinkCalibration`s may
-    share a layer only if they name the same sink positions (the per-layer sink mask is shared
-    by the layer's heads), and a head may be calibrated once.
+    Parts combine per head: head scales multiply, key biases add. A head may be calibrated
+    once per batch row. `SinkCalibration`s sharing a layer must either all find their sinks in
+    the forward (with one tau and exclude_first) or all name positions (a layer whose parts
+    name different positions gets a per-head sink mask).
     """
 
     parts: tuple = field(default=())
@@ -298,8 +394,7 @@ class AttentionEdit:
         for _, hs in here:
             if max(hs) >= n_heads:
                 raise ValueError(f"head {max(hs)} out of range for {n_heads} heads (layer {layer})")
-        key_bias = head_scale = sink_mask = act_beta = None
-        sink_source = None
+        key_bias = head_scale = None
         for part, hs in here:
             if isinstance(part, HeadScale):
                 if head_scale is None:
@@ -311,20 +406,42 @@ class AttentionEdit:
                                            device=device)
                 keys = part.key_mask(batch_size, n_keys, key_offset, device)  # [B, Nk]
                 key_bias[:, hs] += keys[:, None, :].to(torch.float32) * part.bias
-            else:
-                if sink_source is None:
-                    sink_source = part.sink_positions
-                    sink_mask = part.sink_mask(batch_size, n_keys, key_offset, device)
-                    act_beta = torch.ones(n_heads, dtype=torch.float32)
-                elif part.sink_positions != sink_source:
-                    raise ValueError(f"layer {layer}: SinkCalibrations with different sink "
-                                     "positions cannot share a layer")
-                if (act_beta[hs] != 1.0).any():
-                    raise ValueError(f"layer {layer}: a head is calibrated twice")
-                act_beta[hs] = part.beta
+        act = _layer_act([p for p, _ in here if isinstance(p, SinkCalibration)], layer,
+                         batch_size, n_keys, n_heads, key_offset, device)
         return LayerEdit(
             key_bias=key_bias,
             head_scale=None if head_scale is None else head_scale.to(device),
-            sink_mask=sink_mask,
-            act_beta=None if act_beta is None else act_beta.to(device),
+            **act,
         )
+
+
+def _layer_act(parts: list[SinkCalibration], layer: int, batch_size: int, n_keys: int,
+               n_heads: int, key_offset: int, device) -> dict[str, Any]:
+    """The ACT fields of one layer's `LayerEdit` from the `SinkCalibration`s that touch it."""
+    if not parts:
+        return {}
+    modes = {(p.tau, p.exclude_first) if p.in_forward else "fixed" for p in parts}
+    if len(modes) > 1:
+        raise ValueError(f"layer {layer}: SinkCalibrations that find sinks in the forward and "
+                         "ones with fixed positions (or different tau / exclude_first) cannot "
+                         "share a layer")
+    per_row = any(p.rows is not None for p in parts)
+    beta = torch.ones(batch_size if per_row else 1, n_heads, dtype=torch.float32)
+    owner = torch.full(beta.shape, -1)            # which part calibrates each (row, head)
+    for i, part in enumerate(parts):
+        for b, hs in enumerate(part.row_heads(beta.shape[0], layer)):
+            if (owner[b, hs] >= 0).any():
+                raise ValueError(f"layer {layer}: a head is calibrated twice")
+            beta[b, hs] = part.beta
+            owner[b, hs] = i
+    act: dict[str, Any] = {"act_beta": (beta if per_row else beta[0]).to(device)}
+    if modes != {"fixed"}:
+        act["act_tau"], act["act_exclude_first"] = parts[0].tau, parts[0].exclude_first
+    elif len({p.sink_positions for p in parts}) == 1:
+        act["sink_mask"] = parts[0].sink_mask(batch_size, n_keys, key_offset, device)
+    else:   # different positions on one layer: each head gets its own part's sinks
+        masks = torch.stack([p.sink_mask(batch_size, n_keys, key_offset, device) for p in parts])
+        owner = owner.to(device).expand(batch_size, n_heads)            # [B, H]
+        picked = masks[owner.clamp_min(0), torch.arange(batch_size, device=device)[:, None]]
+        act["sink_mask"] = picked & (owner >= 0)[..., None]             # [B, H, Nk]
+    return act

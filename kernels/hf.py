@@ -11,6 +11,13 @@ the model passes (Gemma-3's local layers). With a DynamicCache, a layer's keys a
 key slots of the sequence, so queries are the last Nq of them, as `attention` assumes.
 StaticCache (keys padded to the cache length) is not supported.
 
+ACT that finds its sinks in the forward (`SinkCalibration` without positions): a forward that
+starts with an empty cache (a prefill, or any forward without a cache) finds each head's sinks
+from its own attention in that forward, per sequence; the session keeps them (`session.sinks`,
+per layer, over key slots). Forwards that continue a cache (decode steps, chunked prefill)
+calibrate every new query row with those same sinks (new tokens are never sinks), so each row
+still sums to 1 and a decode step equals the last row of a prefill with the same sinks.
+
 Models wrapped by TransformerLens' TransformerBridge (what `interp.models.load_model` returns as
 `hf_model`) compute attention in the bridge, not through transformers' registry; a session
 routes those bridges back to the HF attention modules for its duration (see
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import torch
@@ -91,6 +99,11 @@ class _Session:
         self._edit_layers = self.edit.layers if self.edit is not None else frozenset()
         self._edit_cache: dict[tuple, tuple[int, LayerEdit]] = {}
         self.total_keys: int | None = None   # key slots after the current forward's tokens
+        self.past_keys = 0                   # key slots already in the cache before it
+        # ACT sinks found in the last forward that started without a cache: per layer
+        # [B, H, S] bool over key slots 0..S-1 (heads without in-forward ACT: all False)
+        self.sinks: dict[int, torch.Tensor] = {}
+        self._finding: dict[int, tuple[int, bool]] = {}   # layer -> (key offset, strip "sinks")
 
     def owns(self, module: torch.nn.Module) -> bool:
         return id(module) in self._modules
@@ -104,19 +117,38 @@ class _Session:
         if past is not None and hasattr(past, "get_seq_length"):
             past_len = int(past.get_seq_length())
         self.total_keys = None if x is None else past_len + x.shape[1]
+        self.past_keys = past_len
+        if past_len == 0:
+            self.sinks = {}
 
     def for_layer(self, layer: int, batch: int, heads: int, n_queries: int, n_keys: int,
                   device) -> tuple[LayerEdit | None, AttentionStatsRequest | None]:
         stats = self.stats_spec
         if callable(stats):
             stats = stats(layer, batch, n_queries, n_keys)
-        return self._layer_edit(layer, batch, heads, n_keys, device), stats
+        edit = self._layer_edit(layer, batch, heads, n_keys, device)
+        if edit is not None and edit.finds_sinks:
+            offset = self._key_offset(n_keys)
+            kept = self.sinks.get(layer)
+            if self.past_keys > 0 and kept is not None and kept.shape[:2] == (batch, heads):
+                # continuing a sequence: the sinks found at its prefill, new keys never sinks
+                mask = torch.zeros(batch, heads, n_keys, dtype=torch.bool, device=kept.device)
+                known = kept[..., offset:offset + n_keys]
+                mask[..., :known.shape[-1]] = known
+                edit = replace(edit, sink_mask=mask.to(device), act_tau=None)
+            else:   # find them in this call, and keep them for the decode steps
+                self._finding[layer] = (offset, not (stats is not None and stats.sinks))
+                stats = AttentionStatsRequest(sinks=True) if stats is None else replace(stats, sinks=True)
+        return edit, stats
+
+    def _key_offset(self, n_keys: int) -> int:
+        """Slot of this layer's key 0 (a sliding-window cache holds only the last Nk slots)."""
+        return 0 if self.total_keys is None else max(self.total_keys - n_keys, 0)
 
     def _layer_edit(self, layer, batch, heads, n_keys, device) -> LayerEdit | None:
         if layer not in self._edit_layers:
             return None
-        # a sliding-window cache holds only the last Nk slots of the sequence
-        offset = 0 if self.total_keys is None else max(self.total_keys - n_keys, 0)
+        offset = self._key_offset(n_keys)
         need = offset + n_keys
         key = (layer, batch, heads, str(device))
         cached = self._edit_cache.get(key)
@@ -128,6 +160,17 @@ class _Session:
         return cached[1].keys_slice(offset, offset + n_keys)
 
     def deliver(self, layer: int, result: dict[str, torch.Tensor]) -> None:
+        finding = self._finding.pop(layer, None)
+        if finding is not None:
+            offset, strip = finding
+            found = result["sinks"]
+            if offset:   # slots before the layer's first key: never sinks
+                found = torch.nn.functional.pad(found, (offset, 0))
+            self.sinks[layer] = found
+            if strip:
+                result = {k: v for k, v in result.items() if k != "sinks"}
+        if not result:
+            return
         if self.on_stats is not None:
             self.on_stats(layer, result)
         else:
@@ -145,6 +188,7 @@ def attention_session(hf_model: torch.nn.Module, edit: AttentionEdit | None = No
     on_stats(layer_idx, stats_dict) receives each layer's statistics during the forward; the
         caller reduces and drops them. Without on_stats the session keeps only the latest
         result of each layer in `session.stats`.
+    session.sinks: the ACT sinks found in the forward (see the module docstring).
     The previous attention implementation is restored on exit, also after an exception.
     """
     register_interp_attention()

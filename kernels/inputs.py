@@ -50,11 +50,12 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             raise ValueError(f"key_bias must be [B,H,Nk] = {(B, H, Nk)}")
         if edit.head_scale is not None and tuple(edit.head_scale.shape) != (H,):
             raise ValueError(f"head_scale must be [H] = {(H,)}")
-        if edit.sink_mask is not None:
-            if tuple(edit.sink_mask.shape) != (B, Nk) or edit.sink_mask.dtype != torch.bool:
-                raise ValueError(f"sink_mask must be bool [B,Nk] = {(B, Nk)}")
-            if tuple(edit.act_beta.shape) != (H,):
-                raise ValueError(f"act_beta must be [H] = {(H,)}")
+        if edit.sink_mask is not None and (
+                tuple(edit.sink_mask.shape) not in ((B, Nk), (B, H, Nk))
+                or edit.sink_mask.dtype != torch.bool):
+            raise ValueError(f"sink_mask must be bool [B,Nk] = {(B, Nk)} or [B,H,Nk] = {(B, H, Nk)}")
+        if edit.act_beta is not None and tuple(edit.act_beta.shape) not in ((H,), (B, H)):
+            raise ValueError(f"act_beta must be [H] = {(H,)} or [B,H] = {(B, H)}")
     if stats is not None:
         stats.check(B, Nq, Nk)
     return Dims(B, H, Hkv, Nq, Nk, D)

@@ -48,3 +48,24 @@ def key_range(q_lo: int, q_hi: int, n_keys: int, causal: bool,
         if not causal:
             hi = min(n_keys, q_hi - 1 + sliding_window)
     return lo, max(lo, hi)
+
+
+def queries_seeing(n_queries: int, n_keys: int, causal: bool, sliding_window: int | None,
+                   key_padding_mask: torch.Tensor | None, device=None) -> torch.Tensor:
+    """[B, Nk] (or [1, Nk] without padding) float32: how many valid queries can see each key.
+
+    A query is valid when its own position is a real token (the queries `received` sums over);
+    the count is over query positions only, so it is the denominator of the mean attention a
+    key receives (ACT's sink rule). O(Nk) with a cumulative sum over query positions.
+    """
+    if key_padding_mask is not None:
+        valid = key_padding_mask.to(device=device, dtype=torch.float32).clone()
+    else:
+        valid = torch.ones(1, n_keys, dtype=torch.float32, device=device)
+    valid[:, : n_keys - n_queries] = 0.0                         # positions that are not queries
+    csum = torch.nn.functional.pad(valid.cumsum(-1), (1, 0))     # csum[:, p] = sum of valid[:, :p]
+    j = torch.arange(n_keys, device=valid.device)
+    reach = n_keys - 1 if sliding_window is None else sliding_window - 1
+    hi = (j + reach).clamp_max(n_keys - 1)                       # causal: positions j .. j + reach
+    lo = j if causal else (j - reach).clamp_min(0)               # else also j - reach .. j
+    return csum[:, hi + 1] - csum[:, lo]

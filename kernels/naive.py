@@ -1,7 +1,9 @@
 """The definition, written the obvious way: the full [B, H, Nq, Nk] pattern. Tests only.
 
-ACT is applied here in two explicit steps (compute the pattern, then rescale sink and non-sink
-columns), which is what the one-pass forms in `reference` and `triton_attention` must equal.
+ACT is applied here in explicit steps (compute the pattern; when the sinks are to be found,
+average each key's column over the queries that see it and threshold it; then rescale sink and
+non-sink columns), which is what the one-pass forms in `reference` and `triton_attention`, and
+the two passes of `kernels.act`, must equal.
 """
 from __future__ import annotations
 
@@ -43,12 +45,25 @@ def naive_attention(q, k, v, *, causal: bool = True, scale: float | None = None,
     p = torch.softmax(s, dim=-1).nan_to_num(0.0)                # empty rows -> 0
     lse = torch.logsumexp(s, dim=-1)                            # [B,H,Nq]
 
-    if edit is not None and edit.sink_mask is not None:
-        sink = edit.sink_mask[:, None, None, :].to(f)           # [B,1,1,Nk]
-        beta = edit.act_beta.to(f)[None, :, None, None]         # [1,H,1,1]
-        s_mass = (p * sink).sum(-1, keepdim=True)               # original sink mass
-        rest = 1 - s_mass
-        movable = rest > 0
+    real = query_is_real(key_padding_mask, Nq)                 # [B,Nq] or None
+    sink_mask = None
+    if edit is not None and edit.act_beta is not None:
+        beta = edit.act_beta.to(f).expand(B, H)                 # [B,H]
+        if edit.sink_mask is not None:                          # [B,Nk] shared or [B,H,Nk]
+            sink_mask = edit.sink_mask if edit.sink_mask.dim() == 3 else edit.sink_mask[:, None]
+            sink_mask = sink_mask.expand(B, H, Nk)
+        else:   # ACT's rule on this very pattern: mean over the valid queries that see the key
+            seen = allowed if real is None else allowed & real[:, None, :, None]   # [B,1,Nq,Nk]
+            mean = (p * seen).sum(-2) / seen.sum(-2).clamp_min(1)                  # [B,H,Nk]
+            sink_mask = (mean > edit.act_tau) & seen.any(-2)
+            if edit.act_exclude_first:
+                for b, h in sink_mask.any(-1).nonzero().tolist():
+                    sink_mask[b, h, sink_mask[b, h].nonzero()[0, 0]] = False
+        sink_mask = sink_mask & (beta != 1.0)[..., None]         # heads without ACT: no sinks
+        sink = sink_mask[:, :, None, :].to(f)                   # [B,H,1,Nk]
+        beta = beta[:, :, None, None]                           # [B,H,1,1]
+        rest = (p * (1 - sink)).sum(-1, keepdim=True)           # original non-sink mass
+        movable = rest > 0                                      # a row all on sinks stays as it is
         # step 1: scale the sink columns by beta; step 2: renormalize the others so the row
         # sums to 1 again, i.e. hand (1 - beta) s back to them in proportion to p.
         new_sink = p * sink * beta
@@ -76,11 +91,13 @@ def naive_attention(q, k, v, *, causal: bool = True, scale: float | None = None,
     if stats.key_mass:
         result["key_mass"] = (p * stats.key_mask[:, None, None, :]).sum(-1).to(f32)
     if stats.received:
-        real = query_is_real(key_padding_mask, Nq)
         w = p if real is None else p * real[:, None, :, None]
         result["received"] = w.sum(-2).to(f32)
     if stats.gather_keys is not None:
         idx = stats.gather_keys                                  # [B,Nq,T]
         got = p.gather(-1, idx.clamp_min(0)[:, None].expand(B, H, -1, -1))
         result["gathered"] = torch.where(idx[:, None] >= 0, got, 0.0).to(f32)
+    if stats.sinks:
+        result["sinks"] = (torch.zeros(B, H, Nk, dtype=torch.bool, device=q.device)
+                           if sink_mask is None else sink_mask)
     return out, result

@@ -11,7 +11,8 @@ The workbench's streaming scans run on it, so the hot path is written for speed 
   diagonal), one softmax, one PV matmul; the row statistics come from cheap reads of what is
   there: lse = m - log p[argmax], entropy = lse - sum_j p_j s_j (one batched dot), key mass from
   the few key columns, received from a column sum.
-- ACT touches the sink columns plus one rescale of the block.
+- ACT touches the sink columns plus one rescale of the block (one sink set per prompt;
+  per-head sinks, and sinks found in the call, go through `kernels.act` first).
 - Parallelism across blocks, not inside ops: on CPU with several threads, the blocks are split
   between worker threads that each run single-threaded ops. Thousands of small parallel
   regions (one per op) cost more than the ops when cores are shared; independent blocks don't.
@@ -26,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 
+from .act import calibrated_attention, needs_pairs
 from .edits import LayerEdit
 from .inputs import Dims, check_inputs, default_scale, query_is_real
 from .masking import key_range, query_positions, visible
@@ -45,14 +47,22 @@ def reference_attention(q, k, v, *, causal: bool = True, scale: float | None = N
                         sliding_window: int | None = None, softcap: float | None = None,
                         edit: LayerEdit | None = None,
                         stats: AttentionStatsRequest | None = None, backend: str = "reference",
-                        block_size: int | None = None, workers: int | None = None):
+                        block_size: int | None = None, workers: int | None = None,
+                        need_output: bool = True):
     """Attention with edits and statistics, computed in query blocks.
 
     q [B,H,Nq,D], k/v [B,Hkv,Nk,D] -> (out [B,H,Nq,D] in q's dtype, {name: fp32 stat}).
     block_size: queries per block (default: sized so one block's scores take ~8 MiB).
     workers: threads the blocks are split over (default: torch.get_num_threads() on CPU).
+    need_output: False skips the PV product when only statistics are wanted (out is None).
+    ACT with per-head sinks, or sinks to find in the call, goes through `kernels.act`.
     """
     d = check_inputs(q, k, v, key_padding_mask, sliding_window, edit, stats)
+    if needs_pairs(edit, stats):
+        return calibrated_attention(
+            reference_attention, q, k, v, causal=causal, scale=scale,
+            key_padding_mask=key_padding_mask, sliding_window=sliding_window, softcap=softcap,
+            edit=edit, stats=stats, block_size=block_size, workers=workers)
     scale = default_scale(d.head_dim, scale)
     if stats is not None and not stats.any:
         stats = None
@@ -63,7 +73,7 @@ def reference_attention(q, k, v, *, causal: bool = True, scale: float | None = N
         return _scale_heads(out, edit), {}
     with torch.no_grad():
         run = _Pass(q, k, v, d, causal, scale, key_padding_mask, sliding_window, softcap,
-                    edit, stats, block_size)
+                    edit, stats, block_size, need_output)
         n_workers = workers if workers is not None else (
             torch.get_num_threads() if q.device.type == "cpu" else 1)
         n_workers = max(1, min(n_workers, len(run.masks.plan)))
@@ -88,7 +98,11 @@ def _auto_block(d: Dims, n_cols: int, block_size: int | None) -> int:
     if block_size is not None:
         return max(1, int(block_size))
     per_row = d.batch * d.heads * max(n_cols, 1) * 4
-    return int(min(d.n_queries, max(16, _BLOCK_BYTES // per_row)))
+    # at least ~8 blocks once there are a few hundred queries: with causal masking a block
+    # computes the keys of its last row for all its rows, so few big blocks (one head, as
+    # kernels.act runs them) would compute up to 1.5x the causal half
+    few_blocks = max(64, -(-d.n_queries // 8))
+    return int(min(d.n_queries, few_blocks, max(16, _BLOCK_BYTES // per_row)))
 
 
 def _sdpa(q, k, v, d: Dims, causal, scale, key_padding_mask, sliding_window, block_size):
@@ -126,10 +140,11 @@ class _Pass:
     """
 
     def __init__(self, q, k, v, d: Dims, causal, scale, key_padding_mask, sliding_window,
-                 softcap, edit, stats, block_size):
+                 softcap, edit, stats, block_size, need_output=True):
         B, H, Hkv, G, Nq, Nk, D = d.batch, d.heads, d.kv_heads, d.group, d.n_queries, d.n_keys, d.head_dim
         dev, f32 = q.device, torch.float32
         self.d, self.q_dtype, self.edit, self.softcap = d, q.dtype, edit, softcap
+        self.need_output = need_output
         self.want = want = stats if stats is not None else AttentionStatsRequest()
         self.need_max = want.lse or want.entropy or want.argmax
 
@@ -137,12 +152,12 @@ class _Pass:
         # contiguous once here, so no block makes its own copy (HF hands in transposed views)
         self.kT = k.to(f32).transpose(-1, -2).contiguous()              # [B,Hkv,D,Nk]
         self.vf = v.to(f32).contiguous()                                # [B,Hkv,Nk,D]
-        self.out = torch.empty(B, Hkv, Nq * G, D, dtype=f32, device=dev)
+        self.out = torch.empty(B, Hkv, Nq * G, D, dtype=f32, device=dev) if need_output else None
         self.mass = _KeyMass(want.key_mask, B, Hkv, Nk) if want.key_mass else None
         self.key_bias = None if edit is None else edit.key_bias        # [B,H,Nk]
         self.sink_mask = None if edit is None else edit.sink_mask      # [B,Nk]
         self.beta = None if self.sink_mask is None else \
-            edit.act_beta.to(dev, f32).view(1, Hkv, 1, G)
+            edit.act_beta.to(dev, f32).view(-1, Hkv, 1, G)              # [1 or B,Hkv,1,G]
         self.real_q = query_is_real(key_padding_mask, Nq)              # [B,Nq] or None
 
         rows = self.rows = (B, Hkv, Nq, G)
@@ -172,7 +187,7 @@ class _Pass:
     def _blocks(self, plan) -> None:
         d, want, f32 = self.d, self.want, torch.float32
         B, Hkv, G, Nk = d.batch, d.kv_heads, d.group, d.n_keys
-        s_buf, p_buf = _scratch(B * d.heads * self.bq * Nk, self.out.device)
+        s_buf, p_buf = _scratch(B * d.heads * self.bq * Nk, self.qr.device)
         received = torch.zeros(B, Hkv, G, Nk, dtype=f32, device=s_buf.device) if want.received else None
         for i0, i1, lo, hi in plan:
             n_q, n, r0, r1 = i1 - i0, hi - lo, i0 * G, i1 * G
@@ -211,7 +226,8 @@ class _Pass:
             if self.mass is not None:
                 self.key_mass[:, :, i0:i1] = self.mass(p5, lo, hi)
 
-            torch.matmul(p, self.vf[:, :, lo:hi], out=self.out[:, :, r0:r1])
+            if self.need_output:
+                torch.matmul(p, self.vf[:, :, lo:hi], out=self.out[:, :, r0:r1])
             if received is not None:
                 pq = p.view(B, Hkv, n_q, G * n)
                 r = pq.sum(2) if self.real_q is None else \
@@ -231,8 +247,10 @@ class _Pass:
         def heads_first(x):   # [B,Hkv,Nq,G,...] -> [B,H,Nq,...]
             return x.transpose(2, 3).reshape(B, H, Nq, *x.shape[4:])
 
-        out = heads_first(self.out.view(B, Hkv, Nq, G, D))
-        out = _scale_heads(out, self.edit).to(self.q_dtype)
+        out = None
+        if self.need_output:
+            out = heads_first(self.out.view(B, Hkv, Nq, G, D))
+            out = _scale_heads(out, self.edit).to(self.q_dtype)
         res = {}
         empty = None if bool(self.has_key.all()) else ~self.has_key[:, None, :, None]  # [B,1,Nq,1]
         if self.need_max:

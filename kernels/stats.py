@@ -13,6 +13,8 @@ queries, Nk keys, T gathered keys per query:
     received  [B, H, Nk]     sum over valid queries of p_ij: the mass each key receives. A query is
                              valid when its own position is a real token (key_padding_mask).
     gathered  [B, H, Nq, T]  p at the key indices `gather_keys[b, i, t]`; 0 where the index is -1.
+    sinks     [B, H, Nk]     bool: the ACT sink keys the call calibrated on each head (found in
+                             the call, or given by the edit); False on heads without ACT.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class AttentionStatsRequest:
     key_mask: torch.Tensor | None = None
     received: bool = False
     gather_keys: torch.Tensor | None = None
+    sinks: bool = False
 
     @property
     def key_mass(self) -> bool:
@@ -45,14 +48,14 @@ class AttentionStatsRequest:
     @property
     def any(self) -> bool:
         return (self.lse or self.entropy or self.argmax or self.received
-                or self.key_mask is not None or self.gather_keys is not None)
+                or self.key_mask is not None or self.gather_keys is not None or self.sinks)
 
     @property
     def names(self) -> tuple[str, ...]:
         """The keys of the returned statistics dict."""
         flags = {"lse": self.lse, "entropy": self.entropy, "argmax": self.argmax,
                  "key_mass": self.key_mass, "received": self.received,
-                 "gathered": self.gather_keys is not None}
+                 "gathered": self.gather_keys is not None, "sinks": self.sinks}
         return tuple(k for k, v in flags.items() if v)
 
     def check(self, batch: int, n_queries: int, n_keys: int) -> None:

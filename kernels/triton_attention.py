@@ -19,6 +19,10 @@ The sink accumulator only costs a second dot product in key blocks that contain 
 `_attn_received`: the mass each key receives, sum_i p_ij over valid queries. Like the backward
 pass it walks keys in the outer loop and queries in the inner one, recomputing p_ij from the
 stored lse (and the ACT bias of each row): O(N) memory, no pattern.
+
+Both kernels and the gathered probabilities get their scores from one function, `_edit_scores`
+(scale, softcap, key bias, visibility), so all three see bit-identical scores. ACT with a sink
+set per head, or with sinks to find in the call, runs as two launches per `kernels.act`.
 """
 from __future__ import annotations
 
@@ -28,12 +32,15 @@ import torch
 import triton
 import triton.language as tl
 
+from .act import calibrated_attention, needs_pairs
 from .edits import LayerEdit
 from .inputs import check_inputs, default_scale
 from .stats import AttentionStatsRequest
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+# The kernels work in base 2 (exp2, log2): scores are multiplied by log2(e) once, results go
+# back to natural-log units by ln(2). constexpr, so the kernels can read them.
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 
 
 def _interpreting() -> bool:
@@ -50,41 +57,70 @@ def _dot(a, b, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
 
 
 @triton.jit
+def _edit_scores(s, key_idx, q_pos, b, h, Nk, sm_scale, softcap, window,
+                 BIAS, stride_bias_b, stride_bias_h, stride_bias_n, KPM, stride_kpm_b, stride_kpm_n,
+                 IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
+                 HAS_PAD: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Raw dot products q.k -> scores in base-2 units, -inf where the key is invisible (or out of
+    range). Elementwise: key_idx and q_pos broadcast against s, as [1, BLOCK_N] and [BLOCK_M, 1]
+    for a tile, or as [BLOCK_M] each for one gathered key per row."""
+    if HAS_SOFTCAP:
+        x = s * (sm_scale / softcap)
+        # tanh(x) = 1 - 2 / (exp(2x) + 1): finite for any x (exp overflow gives 1)
+        s = softcap * (1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)) * LOG2E
+    else:
+        s = s * (sm_scale * LOG2E)
+    in_keys = (key_idx >= 0) & (key_idx < Nk)
+    key_safe = tl.where(in_keys, key_idx, 0)
+    if HAS_BIAS:
+        s += tl.load(BIAS + b.to(tl.int64) * stride_bias_b + h * stride_bias_h
+                     + key_safe * stride_bias_n, mask=in_keys, other=0.0) * LOG2E
+    visible = in_keys
+    if IS_CAUSAL:
+        visible = visible & (key_idx <= q_pos)
+    if HAS_WINDOW:
+        dist = q_pos - key_idx
+        visible = visible & (dist < window)
+        if not IS_CAUSAL:
+            visible = visible & (dist > -window)
+    if HAS_PAD:
+        real = tl.load(KPM + b.to(tl.int64) * stride_kpm_b + key_safe * stride_kpm_n,
+                       mask=in_keys, other=0)
+        visible = visible & (real != 0)
+    return tl.where(visible, s, float("-inf"))
+
+
+@triton.jit
 def _scores(q, kt, key_idx, q_pos, b, h, Nk, sm_scale, softcap, window,
             BIAS, stride_bias_b, stride_bias_h, stride_bias_n, KPM, stride_kpm_b, stride_kpm_n,
             IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
             HAS_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr,
             UPCAST: tl.constexpr):
-    """Scores of a [BLOCK_M, BLOCK_N] tile in base-2 units, -inf where invisible.
+    """Scores of a [BLOCK_M, BLOCK_N] tile: q [BLOCK_M, BLOCK_D], kt [BLOCK_D, BLOCK_N];
+    key_idx [BLOCK_N]; q_pos [BLOCK_M]. Shared by both kernels."""
+    return _edit_scores(_dot(q, kt, DOT_PREC, UPCAST), key_idx[None, :], q_pos[:, None], b, h,
+                        Nk, sm_scale, softcap, window,
+                        BIAS, stride_bias_b, stride_bias_h, stride_bias_n,
+                        KPM, stride_kpm_b, stride_kpm_n,
+                        IS_CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_PAD, HAS_BIAS)
 
-    q [BLOCK_M, BLOCK_D], kt [BLOCK_D, BLOCK_N]; key_idx [BLOCK_N]; q_pos [BLOCK_M].
-    Shared by both kernels so they see bit-identical scores.
-    """
-    s = _dot(q, kt, DOT_PREC, UPCAST)
-    if HAS_SOFTCAP:
-        x = s * (sm_scale / softcap)
-        # tanh(x) = 1 - 2 / (exp(2x) + 1): finite for any x (exp overflow gives 1)
-        s = softcap * (1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)) * 1.4426950408889634
-    else:
-        s = s * (sm_scale * 1.4426950408889634)
-    in_keys = key_idx < Nk
-    if HAS_BIAS:
-        bias = tl.load(BIAS + b.to(tl.int64) * stride_bias_b + h * stride_bias_h
-                       + key_idx * stride_bias_n, mask=in_keys, other=0.0)
-        s += bias[None, :] * 1.4426950408889634
-    visible = in_keys[None, :]
-    if IS_CAUSAL:
-        visible = visible & (key_idx[None, :] <= q_pos[:, None])
-    if HAS_WINDOW:
-        dist = q_pos[:, None] - key_idx[None, :]
-        visible = visible & (dist < window)
-        if not IS_CAUSAL:
-            visible = visible & (dist > -window)
-    if HAS_PAD:
-        real = tl.load(KPM + b.to(tl.int64) * stride_kpm_b + key_idx * stride_kpm_n,
-                       mask=in_keys, other=0)
-        visible = visible & (real != 0)[None, :]
-    return tl.where(visible, s, float("-inf"))
+
+@triton.jit
+def _gathered_scores(q, k_base, stride_kn, stride_kd, offs_d, d_ok, key_idx, q_pos, b, h, Nk,
+                     sm_scale, softcap, window,
+                     BIAS, stride_bias_b, stride_bias_h, stride_bias_n,
+                     KPM, stride_kpm_b, stride_kpm_n,
+                     IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                     HAS_SOFTCAP: tl.constexpr, HAS_PAD: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Scores of one key per row: key_idx [BLOCK_M] (-1 or out of range: -inf), q [BLOCK_M, BLOCK_D]."""
+    ok = (key_idx >= 0) & (key_idx < Nk)
+    kg = tl.load(k_base + tl.where(ok, key_idx, 0)[:, None] * stride_kn + offs_d[None, :] * stride_kd,
+                 mask=ok[:, None] & d_ok[None, :], other=0.0)
+    raw = tl.sum(q.to(tl.float32) * kg.to(tl.float32), 1)
+    return _edit_scores(raw, key_idx, q_pos, b, h, Nk, sm_scale, softcap, window,
+                        BIAS, stride_bias_b, stride_bias_h, stride_bias_n,
+                        KPM, stride_kpm_b, stride_kpm_n,
+                        IS_CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_PAD, HAS_BIAS)
 
 
 @triton.jit
@@ -116,7 +152,7 @@ def _attn_fwd(
     KPM, stride_kpm_b, stride_kpm_n,                     # [B,Nk] int8, 1 = real token
     BIAS, stride_bias_b, stride_bias_h, stride_bias_n,   # [B,H,Nk] fp32 key bias
     SINK, stride_sink_b, stride_sink_n,                  # [B,Nk] int8 ACT sinks
-    BETA, HSCALE,                                        # [H] fp32
+    BETA, stride_beta_b, HSCALE,                         # [H] or [B,H] fp32; [H] fp32
     KSET, stride_kset_b, stride_kset_n,                  # [B,Nk] int8 key set (key mass)
     GIDX, stride_g_b, stride_g_n, stride_g_t, T,         # [B,Nq,T] int64 keys to gather
     LSE, ENT, AMAX, KMASS, ACTB,                         # [B,H,Nq] row outputs, contiguous
@@ -124,7 +160,7 @@ def _attn_fwd(
     H, G, Nq, Nk, sm_scale, softcap, window,
     IS_CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_SOFTCAP: tl.constexpr,
     HAS_PAD: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_ACT: tl.constexpr,
-    HAS_HSCALE: tl.constexpr, WANT_LSE: tl.constexpr, WANT_ENT: tl.constexpr,
+    HAS_HSCALE: tl.constexpr, WANT_OUT: tl.constexpr, WANT_LSE: tl.constexpr, WANT_ENT: tl.constexpr,
     WANT_ARGMAX: tl.constexpr, WANT_KMASS: tl.constexpr, WANT_GATHER: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
@@ -177,8 +213,9 @@ def _attn_fwd(
         m_use = tl.where(m_new == NEG_INF, 0.0, m_new)   # rows with nothing visible yet
         alpha = tl.exp2(m_i - m_use)
         p = tl.exp2(s - m_use[:, None])                  # 0 where invisible
-        v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                    mask=in_keys[:, None] & d_ok[None, :], other=0.0)
+        if WANT_OUT:
+            v = tl.load(v_base + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
+                        mask=in_keys[:, None] & d_ok[None, :], other=0.0)
         if HAS_ACT:
             sink = tl.load(SINK + b64 * stride_sink_b + offs_n * stride_sink_n,
                            mask=in_keys, other=0) != 0
@@ -186,7 +223,8 @@ def _attn_fwd(
         else:
             p_n = p
         l_n = l_n * alpha + tl.sum(p_n, 1)
-        acc_n = acc_n * alpha[:, None] + _dot(p_n.to(v.dtype), v, DOT_PREC, UPCAST)
+        if WANT_OUT:
+            acc_n = acc_n * alpha[:, None] + _dot(p_n.to(v.dtype), v, DOT_PREC, UPCAST)
         if WANT_ENT:
             s_fin = tl.where(s == NEG_INF, 0.0, s)       # p * s with p = 0, s = -inf is NaN
             t_n = t_n * alpha + tl.sum(p_n * s_fin, 1)
@@ -206,9 +244,10 @@ def _attn_fwd(
         if HAS_ACT:
             p_s = p - p_n
             l_s = l_s * alpha + tl.sum(p_s, 1)
-            acc_s = acc_s * alpha[:, None]
-            if tl.max(sink.to(tl.int32), 0) > 0:         # sinks are rare: one dot where they are
-                acc_s += _dot(p_s.to(v.dtype), v, DOT_PREC, UPCAST)
+            if WANT_OUT:
+                acc_s = acc_s * alpha[:, None]
+                if tl.max(sink.to(tl.int32), 0) > 0:     # sinks are rare: one dot where they are
+                    acc_s += _dot(p_s.to(v.dtype), v, DOT_PREC, UPCAST)
             if WANT_ENT:
                 t_s = t_s * alpha + tl.sum(p_s * s_fin, 1)
             if WANT_KMASS:
@@ -227,7 +266,7 @@ def _attn_fwd(
     has = L > 0.0
     L_safe = tl.where(has, L, 1.0)
     if HAS_ACT:
-        beta = tl.zeros([BLOCK_M], tl.float32) + tl.load(BETA + h)   # as a row vector
+        beta = tl.zeros([BLOCK_M], tl.float32) + tl.load(BETA + b64 * stride_beta_b + h)
         movable = (l_n > 0.0) & (beta != 1.0)
         w_s = tl.where(movable, beta / L_safe, 1.0 / L_safe)
         w_n = tl.where(movable, (L - beta * l_s) / (tl.where(l_n > 0.0, l_n, 1.0) * L_safe),
@@ -242,29 +281,30 @@ def _attn_fwd(
         act_b2 = tl.zeros([BLOCK_M], tl.float32)
     w_n = tl.where(has, w_n, 0.0)
     w_s = tl.where(has, w_s, 0.0)
-    out = acc_n * w_n[:, None]
-    if HAS_ACT:
-        out += acc_s * w_s[:, None]
-    if HAS_HSCALE:
-        out = out * tl.load(HSCALE + h)
-    tl.store(Out + b64 * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
-             + offs_d[None, :] * stride_od, out.to(Out.dtype.element_ty),
-             mask=row_ok[:, None] & d_ok[None, :])
+    if WANT_OUT:
+        out = acc_n * w_n[:, None]
+        if HAS_ACT:
+            out += acc_s * w_s[:, None]
+        if HAS_HSCALE:
+            out = out * tl.load(HSCALE + h)
+        tl.store(Out + b64 * stride_ob + h * stride_oh + offs_m[:, None] * stride_on
+                 + offs_d[None, :] * stride_od, out.to(Out.dtype.element_ty),
+                 mask=row_ok[:, None] & d_ok[None, :])
 
     # non-sink keys keep their scores, so p'_j = w_n exp2(s_j - m) = exp2(s_j - lse2)
     lse2 = tl.where(has, m_i - tl.log2(tl.where(has, w_n, 1.0)), NEG_INF)
     row_out = bh.to(tl.int64) * Nq + offs_m
     if WANT_LSE:
-        tl.store(LSE + row_out, lse2 * 0.6931471805599453, mask=row_ok)
+        tl.store(LSE + row_out, lse2 * LN2, mask=row_ok)
         if HAS_ACT:
-            tl.store(ACTB + row_out, act_b2 * 0.6931471805599453, mask=row_ok)
+            tl.store(ACTB + row_out, act_b2 * LN2, mask=row_ok)
     if WANT_ENT:
         # E_p'[s'] = w_n t_n + w_s (t_s + b2 l_s); b2 l_s w_s is 0 when w_s is (beta = 0)
         e_s = w_n * t_n
         if HAS_ACT:
             sink_mass = w_s * l_s
             e_s += w_s * t_s + tl.where(sink_mass > 0.0, act_b2, 0.0) * sink_mass
-        ent = tl.where(has, tl.maximum((lse2 - e_s) * 0.6931471805599453, 0.0), 0.0)
+        ent = tl.where(has, tl.maximum((lse2 - e_s) * LN2, 0.0), 0.0)
         tl.store(ENT + row_out, ent, mask=row_ok)
     if WANT_ARGMAX:
         arg = arg_n
@@ -282,34 +322,17 @@ def _attn_fwd(
         for t in range(0, T):
             idx = tl.load(GIDX + b64 * stride_g_b + offs_m * stride_g_n + t * stride_g_t,
                           mask=row_ok, other=-1)
-            ok = (idx >= 0) & (idx < Nk) & row_ok
-            idx_c = tl.where(ok, idx, 0)
-            kg = tl.load(k_base + idx_c[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                         mask=ok[:, None] & d_ok[None, :], other=0.0)
-            sg = tl.sum(q.to(tl.float32) * kg.to(tl.float32), 1)
-            if HAS_SOFTCAP:
-                x = sg * (sm_scale / softcap)
-                sg = softcap * (1.0 - 2.0 / (tl.exp(2.0 * x) + 1.0)) * 1.4426950408889634
-            else:
-                sg = sg * (sm_scale * 1.4426950408889634)
-            if HAS_BIAS:
-                sg += tl.load(BIAS + b64 * stride_bias_b + h * stride_bias_h
-                              + idx_c * stride_bias_n, mask=ok, other=0.0) * 1.4426950408889634
-            vis = ok
-            if IS_CAUSAL:
-                vis = vis & (idx <= q_pos)
-            if HAS_WINDOW:
-                vis = vis & (q_pos - idx < window)
-                if not IS_CAUSAL:
-                    vis = vis & (q_pos - idx > -window)
-            if HAS_PAD:
-                vis = vis & (tl.load(KPM + b64 * stride_kpm_b + idx_c * stride_kpm_n,
-                                     mask=ok, other=0) != 0)
+            sg = _gathered_scores(q, k_base, stride_kn, stride_kd, offs_d, d_ok, idx, q_pos, b, h,
+                                  Nk, sm_scale, softcap, window,
+                                  BIAS, stride_bias_b, stride_bias_h, stride_bias_n,
+                                  KPM, stride_kpm_b, stride_kpm_n,
+                                  IS_CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_PAD, HAS_BIAS)
             if HAS_ACT:
-                g_sink = tl.load(SINK + b64 * stride_sink_b + idx_c * stride_sink_n,
+                ok = (idx >= 0) & (idx < Nk)
+                g_sink = tl.load(SINK + b64 * stride_sink_b + tl.where(ok, idx, 0) * stride_sink_n,
                                  mask=ok, other=0) != 0
                 sg = tl.where(g_sink, sg + act_b2, sg)
-            pg = tl.where(vis & has, tl.exp2(sg - tl.where(has, lse2, 0.0)), 0.0)
+            pg = tl.where(has, tl.exp2(sg - tl.where(has, lse2, 0.0)), 0.0)
             tl.store(GOUT + row_out * T + t, pg, mask=row_ok)
 
 
@@ -374,13 +397,13 @@ def _attn_received(
                     BIAS, stride_bias_b, stride_bias_h, stride_bias_n,
                     KPM, stride_kpm_b, stride_kpm_n,
                     IS_CAUSAL, HAS_WINDOW, HAS_SOFTCAP, HAS_PAD, HAS_BIAS, DOT_PREC, UPCAST)
-        lse2 = tl.load(LSE + row_base + offs_m, mask=row_ok, other=float("-inf")) * 1.4426950408889634
+        lse2 = tl.load(LSE + row_base + offs_m, mask=row_ok, other=float("-inf")) * LOG2E
         valid = row_ok & (lse2 > float("-inf"))
         if HAS_PAD:   # a query counts when its own position is a real token
             q_real = tl.load(KPM + b64 * stride_kpm_b + q_pos * stride_kpm_n, mask=row_ok, other=0)
             valid = valid & (q_real != 0)
         if HAS_ACT:
-            act_b2 = tl.load(ACTB + row_base + offs_m, mask=row_ok, other=0.0) * 1.4426950408889634
+            act_b2 = tl.load(ACTB + row_base + offs_m, mask=row_ok, other=0.0) * LOG2E
             s = tl.where(sink[None, :], s + act_b2[:, None], s)
         p = tl.exp2(s - tl.where(valid, lse2, 0.0)[:, None])
         p = tl.where(valid[:, None], p, 0.0)
@@ -411,11 +434,13 @@ def triton_attention(q, k, v, *, causal: bool = True, scale: float | None = None
                      sliding_window: int | None = None, softcap: float | None = None,
                      edit: LayerEdit | None = None, stats: AttentionStatsRequest | None = None,
                      backend: str = "triton", block_m: int | None = None,
-                     block_n: int | None = None):
+                     block_n: int | None = None, need_output: bool = True):
     """Launcher; same contract as `kernels.attention`. q [B,H,Nq,D], k/v [B,Hkv,Nk,D].
 
     Runs on CUDA tensors, or on CPU tensors under TRITON_INTERPRET=1 (tests).
     block_m / block_n override the tile sizes (tests use them to hit tile edges).
+    need_output: False skips the PV products when only statistics are wanted (out is None).
+    ACT with per-head sinks, or sinks to find in the call, goes through `kernels.act`.
     """
     if not q.is_cuda and not _interpreting():
         raise RuntimeError("the Triton backend needs CUDA tensors "
@@ -423,11 +448,17 @@ def triton_attention(q, k, v, *, causal: bool = True, scale: float | None = None
     if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
         raise TypeError(f"unsupported dtype {q.dtype}")
     d = check_inputs(q, k, v, key_padding_mask, sliding_window, edit, stats)
+    if needs_pairs(edit, stats):
+        return calibrated_attention(
+            triton_attention, q, k, v, causal=causal, scale=scale,
+            key_padding_mask=key_padding_mask, sliding_window=sliding_window, softcap=softcap,
+            edit=edit, stats=stats, block_m=block_m, block_n=block_n)
     B, H, Nq, Nk, D = d.batch, d.heads, d.n_queries, d.n_keys, d.head_dim
     sm_scale = default_scale(D, scale)
     want = stats if stats is not None else AttentionStatsRequest()
     dev, f32 = q.device, torch.float32
-    out = torch.empty(B, H, Nq, D, dtype=q.dtype, device=dev)
+    out = torch.empty(B, H, Nq, D, dtype=q.dtype, device=dev) if need_output else \
+        torch.empty(1, dtype=q.dtype, device=dev)
 
     def i8(mask):   # bool -> int8 without a copy
         return mask.contiguous().view(torch.int8)
@@ -436,7 +467,7 @@ def triton_attention(q, k, v, *, causal: bool = True, scale: float | None = None
     kpm = i8(key_padding_mask) if key_padding_mask is not None else None
     bias = edit.key_bias.to(dev, f32) if edit is not None and edit.key_bias is not None else None
     sink = i8(edit.sink_mask.to(dev)) if edit is not None and edit.sink_mask is not None else None
-    beta = edit.act_beta.to(dev, f32).contiguous() if sink is not None else None
+    beta = edit.act_beta.to(dev, f32).contiguous() if sink is not None else None   # [H] or [B,H]
     hscale = edit.head_scale.to(dev, f32).contiguous() if edit is not None and edit.head_scale is not None else None
     kset = i8(want.key_mask.to(dev)) if want.key_mass else None
     gidx = want.gather_keys.to(dev, torch.int64) if want.gather_keys is not None else None
@@ -466,15 +497,17 @@ def triton_attention(q, k, v, *, causal: bool = True, scale: float | None = None
     bias_args = (bias if bias is not None else dummy, *(bias.stride() if bias is not None else (0, 0, 0)))
     sink_args = (sink if sink is not None else dummy, *(sink.stride() if sink is not None else (0, 0)))
     grid = (triton.cdiv(Nq, cfg["BLOCK_M"]), B * H)
+    out_strides = out.stride() if need_output else (0, 0, 0, 0)
     _attn_fwd[grid](
-        q, k, v, out, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        q, k, v, out, *q.stride(), *k.stride(), *v.stride(), *out_strides,
         *kpm_args, *bias_args, *sink_args,
-        beta if beta is not None else dummy, hscale if hscale is not None else dummy,
+        beta if beta is not None else dummy, beta.stride(0) if beta is not None and beta.dim() == 2 else 0,
+        hscale if hscale is not None else dummy,
         kset if kset is not None else dummy, *(kset.stride() if kset is not None else (0, 0)),
         gidx if gidx is not None else dummy, *(gidx.stride() if gidx is not None else (0, 0, 0)), T,
         lse, ent, amax, kmass, actb, gout,
         *scal,
-        HAS_HSCALE=hscale is not None, WANT_LSE=need_lse, WANT_ENT=want.entropy,
+        HAS_HSCALE=hscale is not None, WANT_OUT=need_output, WANT_LSE=need_lse, WANT_ENT=want.entropy,
         WANT_ARGMAX=want.argmax, WANT_KMASS=want.key_mass, WANT_GATHER=gidx is not None,
         **common, **cfg,
     )
@@ -500,4 +533,4 @@ def triton_attention(q, k, v, *, causal: bool = True, scale: float | None = None
         result["received"] = recv
     if gidx is not None:
         result["gathered"] = gout
-    return out, {name: result[name] for name in want.names}
+    return (out if need_output else None), {name: result[name] for name in want.names}

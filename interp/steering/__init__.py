@@ -11,11 +11,10 @@ same object drives the fused Triton kernel on GPU and the blocked torch referenc
     # any kind of `interp.edit_kinds.EDIT_KINDS` in one call: what the CLI and dashboard run
 """
 
-from interp.steering.act import act_calibration, find_sinks
-from interp.steering.edits import build_edit, pasta_highlight, scale_heads, token_spans
 from interp.forward import Continuation, Generation
+from interp.steering.act import act_calibration, calibrated_sinks, find_sinks
+from interp.steering.edits import build_edit, pasta_highlight, scale_heads, token_spans
 from interp.steering.generate import compare, generate
 
-__all__ = ["Continuation", "Generation", "act_calibration", "build_edit", "compare", "find_sinks",
-           "generate",
-           "pasta_highlight", "scale_heads", "token_spans"]
+__all__ = ["Continuation", "Generation", "act_calibration", "build_edit", "calibrated_sinks",
+           "compare", "find_sinks", "generate", "pasta_highlight", "scale_heads", "token_spans"]

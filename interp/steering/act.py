@@ -1,11 +1,24 @@
-"""ACT: find the attention sinks of a prompt and calibrate them.
+"""ACT: calibrate the hidden attention sinks of chosen heads, as the paper's authors run it.
 
 Yu et al., "Unveiling and Harnessing Hidden Attention Sinks: Enhancing Large Language Models
-without Training through Attention Calibration" (ICML 2024). A token k is a sink of head h when
-the attention it receives, averaged over the queries that can see it, exceeds `ratio` times the
-uniform share 1/N of an N-token prompt. ACT leaves the first token's sink alone (the model needs
-it) and, on the chosen heads, scales the attention to the other sinks by `beta`, giving the
-removed mass back to the remaining keys in proportion (`kernels.SinkCalibration`, one pass).
+without Training through Attention Calibration" (ICML 2024); released code GATECH-EIC/ACT
+(`models/llama_modelling_aug.py`, `scripts/calibration.sh`: tau = 0.1, beta = 0.4). In every
+forward, on each chosen head and for each input:
+
+- the head's sinks are the keys whose mean attention, over the queries that see them, exceeds
+  tau, a fraction of attention mass (not a multiple of the uniform share 1/N);
+- the first sink (the initial token, in practice) is left alone: the model needs it;
+- the other sinks' attention is scaled by beta and the removed mass is given back to the
+  remaining keys in proportion to their attention (`kernels.SinkCalibration`).
+
+The sinks are found inside the calibrated forward, from the head's own attention in that layer,
+so they follow each input (and the calibration of earlier layers). Which heads: the paper keeps
+the heads whose calibration helps on a calibration set (a search), or the user names them; there
+is no "every head that has a sink" default.
+
+    edit = act_calibration(model, heads=[(3, 1), (7, 4)])          # beta 0.4, tau 0.1
+    generate(model, prompt, edit).text
+    calibrated_sinks(model, prompt, edit)                          # {(3, 1): [5, 12], ...}
 """
 
 from __future__ import annotations
@@ -15,52 +28,82 @@ import torch
 from interp.attention_stats import stream_attention_stats
 from interp.errors import InvalidInput
 from interp.models import Model
-from interp.steering.edits import check_heads
-from kernels import AttentionEdit, AttentionStatsRequest, SinkCalibration
+from interp.names import Head, check_heads
+from kernels import AttentionEdit, AttentionStatsRequest, SinkCalibration, queries_seeing, sink_rule
+
+TAU = 0.1    # the released code's THRES: mean received attention above which a key is a sink
+BETA = 0.4   # the released code's BETA: what is left of a sink's attention
 
 
-def find_sinks(model: Model, text: str, ratio: float = 5.0, include_first: bool = False,
-               chat: bool = False) -> dict[tuple[int, int], list[int]]:
-    """{(layer, head): [sink positions]} for one prompt, per the ACT definition above."""
-    if ratio <= 1:
-        raise InvalidInput("ratio must be > 1: a sink receives more than the uniform share")
-    prompt = model.apply_chat_template(text) if chat else text
-    batch = model.tokenize(prompt)
-    n = batch.seq_len
-    visible = torch.arange(n, 0, -1, dtype=torch.float32)  # queries that can see key k: n - k
-
-    def mean_received(layer, stats, sub_batch):
-        return stats["received"].float() / visible.to(stats["received"].device)  # [1, H, n]
-
-    alpha = stream_attention_stats(model, batch, AttentionStatsRequest(received=True),
-                                   mean_received, batch_size=1)[:, 0]  # [L, H, n]
-    first = 0 if include_first else 1
-    sinks = {}
-    for layer, head in zip(*torch.nonzero((alpha[:, :, first:] > ratio / n).any(-1), as_tuple=True)):
-        positions = (torch.nonzero(alpha[layer, head, first:] > ratio / n).flatten() + first).tolist()
-        sinks[(int(layer), int(head))] = positions
-    return sinks
+def _check_tau(tau: float) -> None:
+    if not 0 < tau < 1:
+        raise InvalidInput(f"tau is a fraction of attention mass: it must be in (0, 1) "
+                           f"(ACT uses {TAU}), got {tau}")
 
 
-def act_calibration(model: Model, text: str, beta: float = 0.4, ratio: float = 5.0,
-                    heads=None, chat: bool = False) -> AttentionEdit:
-    """The ACT edit for `text`: each chosen head's non-first sinks scaled by `beta`.
+def act_calibration(model: Model, text: str | None = None, heads=None, beta: float = BETA,
+                    tau: float = TAU, chat: bool = False) -> AttentionEdit:
+    """The ACT edit on `heads`: each input's sinks found per head inside the forward.
 
-    heads: the heads to calibrate (ACT chooses them on a small dev set); default: every head
-    that has a sink past the first token.
+    heads: the heads to calibrate, [(layer, head), ...], from a head search or named by the
+        user (required: calibrating every head that has a sink hurts; see the module docstring).
+    text, chat: not used by the edit, which finds the sinks of whatever it runs on; accepted so
+        that callers passing the prompt keep working.
+    Returns an `AttentionEdit` with one `SinkCalibration(heads, beta=beta, tau=tau,
+    exclude_first=True)`: declarative data, saved as JSON with the run.
     """
     if not 0 <= beta <= 1:
-        raise InvalidInput("beta must be in [0, 1] (ACT uses 0.4)")
-    sinks = find_sinks(model, text, ratio=ratio, chat=chat)
-    chosen = set(check_heads(model, heads)) if heads is not None else set(sinks)
-    # The kernel calibrates one sink set per layer (a [batch, keys] mask), so a layer's chosen
-    # heads share the union of their sinks; within a layer these are mostly the same tokens.
-    by_layer: dict[int, list[tuple[int, int]]] = {}
-    for head in sorted(chosen & set(sinks)):
-        by_layer.setdefault(head[0], []).append(head)
-    parts = tuple(
-        SinkCalibration(heads=tuple(layer_heads), beta=beta,
-                        sink_positions=tuple(sorted({p for h in layer_heads for p in sinks[h]})))
-        for layer_heads in by_layer.values()
-    )
-    return AttentionEdit(parts)
+        raise InvalidInput(f"beta must be in [0, 1] (ACT uses {BETA}), got {beta}")
+    _check_tau(tau)
+    if heads is None:
+        raise InvalidInput("ACT calibrates chosen heads: name them (e.g. heads=[(3, 1), (7, 4)], "
+                           "--heads 3.1,7.4) or use the heads a calibration search kept")
+    chosen = check_heads(model, heads, allow_empty=False)
+    return AttentionEdit((SinkCalibration(heads=tuple(chosen), beta=beta, tau=tau,
+                                          exclude_first=True),))
+
+
+def find_sinks(model: Model, text: str, tau: float = TAU, exclude_first: bool = True,
+               chat: bool = False) -> dict[Head, list[int]]:
+    """{(layer, head): [sink positions]} of one prompt's unedited forward, by ACT's rule (the
+    same tau as `act_calibration`), for display; heads without a sink are left out.
+
+    exclude_first: leave out each head's first sink, as ACT does (False: list it too).
+    """
+    _check_tau(tau)
+    batch = model.tokenize(model.apply_chat_template(text) if chat else text)
+
+    def sinks_of(layer, stats, sub_batch):
+        received = stats["received"].float()                                  # [1, H, N]
+        seen = queries_seeing(received.shape[-1], received.shape[-1], True,
+                              _sliding_window(model, layer), sub_batch.mask,
+                              received.device)                                 # [1, N]
+        return sink_rule(received, seen[:, None], tau, exclude_first)
+
+    found = stream_attention_stats(model, batch, AttentionStatsRequest(received=True), sinks_of,
+                                   batch_size=1)[:, 0]                         # [L, H, N]
+    return _positions(found)
+
+
+def calibrated_sinks(model: Model, text: str, edit: AttentionEdit,
+                     chat: bool = False) -> dict[Head, list[int]]:
+    """{(layer, head): [positions]}: the sinks `edit` calibrates on this prompt, as found inside
+    the calibrated forward itself (what the dashboard shows); heads without one are left out."""
+    batch = model.tokenize(model.apply_chat_template(text) if chat else text)
+    found = stream_attention_stats(model, batch, AttentionStatsRequest(sinks=True),
+                                   lambda layer, stats, sub_batch: stats["sinks"],
+                                   batch_size=1, edit=edit)[:, 0]              # [L, H, N]
+    return _positions(found)
+
+
+def _sliding_window(model: Model, layer: int) -> int | None:
+    """The layer's attention window (Gemma-3's local layers), None for full attention."""
+    config = model.hf_model.config.get_text_config()
+    types = getattr(config, "layer_types", None)
+    return config.sliding_window if types and types[layer] == "sliding_attention" else None
+
+
+def _positions(sinks: torch.Tensor) -> dict[Head, list[int]]:
+    """[L, H, N] bool -> {(layer, head): [positions]} for the heads with any sink."""
+    return {(int(layer), int(head)): sinks[layer, head].nonzero().flatten().tolist()
+            for layer, head in sinks.any(-1).nonzero().tolist()}

@@ -25,7 +25,7 @@ def build_edit(model: Model, kind: str, prompt: str, heads=None, strength: float
     if kind == "act":
         from interp.steering.act import act_calibration
 
-        return act_calibration(model, prompt, beta=strength, heads=heads or None, chat=chat)
+        return act_calibration(model, prompt, beta=strength, heads=heads, chat=chat)
     if kind == "pasta":
         text = model.apply_chat_template(prompt) if chat else prompt
         return pasta_highlight(model, text, phrases, heads, alpha=strength)

@@ -16,6 +16,19 @@ def make_qkv(B, H, Hkv, Nq, Nk, D, dtype=torch.float32, seed=0):
     return q, k, v
 
 
+def planted(B, H, Hkv, Nq, Nk, D, seed=0):
+    """q, k, v with sinks: keys 0, 4 and 9 lie along a direction every query leans towards."""
+    q, k, v = make_qkv(B, H, Hkv, Nq, Nk, D, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    direction = torch.randn(D, generator=g)
+    direction /= direction.norm()
+    q += 3.0 * direction
+    for pos, size in ((0, 3.0), (4, 2.5), (9, 2.0)):
+        if pos < Nk:
+            k[:, :, pos] += size * direction
+    return q, k, v
+
+
 def make_padding(B, Nk, left: int = 3, right: int = 2):
     """[B, Nk] bool: prompt 0 left-padded, prompt 1 right-padded, the rest unpadded."""
     kpm = torch.ones(B, Nk, dtype=torch.bool)

@@ -228,3 +228,126 @@ def test_gemma3_matches_eager_beyond_the_sliding_window(gemma_model):
         with attention_session(model):
             ours = model.generate(ids, **gen)
     torch.testing.assert_close(torch.stack(ours.logits), torch.stack(plain.logits), atol=1e-4, rtol=1e-4)
+
+
+# ---- ACT with the sinks found in the forward ----------------------------------------------------
+
+def _definition_sinks(attn, real, tau=0.1):
+    """ACT's sinks from an explicit pattern attn [B,H,N,N]: mean over the real queries that see
+    each key (causal) > tau, the first sink dropped (GATECH-EIC/ACT's rule)."""
+    p = attn.double() * real[:, None, :, None]
+    seen = (torch.ones(attn.shape[-2:]).tril().bool()[None] & real[:, :, None]).sum(-2)   # [B,N]
+    sinks = p.sum(-2) > 0.1 * seen[:, None]
+    return sinks & (sinks.cumsum(-1) > 1)
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_session_finds_each_heads_sinks_as_defined_on_the_pattern(layer):
+    model = tiny("llama")
+    ids, mask = batch(model.config.vocab_size)
+    real = mask.bool()
+    n = model.config.num_attention_heads
+    edit = AttentionEdit((SinkCalibration(heads=[(layer, h) for h in range(n)], beta=0.4),))
+    with torch.no_grad():
+        with attention_session(model, edit=edit) as session:
+            edited = model(ids, attention_mask=mask).logits
+        eager = model(ids, attention_mask=mask, output_attentions=True)
+    assert sorted(session.sinks) == [layer]
+    want = _definition_sinks(eager.attentions[layer], real)
+    assert want.any(), "the tiny model should have sinks past the first token"
+    assert torch.equal(session.sinks[layer], want)
+    assert not torch.allclose(edited * real[..., None], eager.logits * real[..., None], atol=1e-3)
+
+
+def _fixed_edit_from(sinks: dict, beta: float) -> AttentionEdit:
+    """The same calibration with the found sinks written as fixed per-prompt positions."""
+    parts = []
+    for layer, mask in sinks.items():
+        for h in range(mask.shape[1]):
+            positions = tuple(tuple(mask[b, h].nonzero().flatten().tolist()) for b in range(mask.shape[0]))
+            parts.append(SinkCalibration(heads=((layer, h),), sink_positions=positions, beta=beta))
+    return AttentionEdit(tuple(parts))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gemma3"])
+def test_decode_keeps_the_prefill_sinks(kind):
+    """Every decode step calibrates its row with the sinks found at the prefill: its logits equal
+    the last row of a full forward over the same tokens with those sinks given as positions."""
+    model = tiny(kind)
+    ids, mask = batch(model.config.vocab_size)
+    n = model.config.num_attention_heads
+    edit = AttentionEdit((SinkCalibration(heads=[(l, h) for l in range(2) for h in range(n)], beta=0.4),))
+    gen = dict(max_new_tokens=4, do_sample=False, output_scores=True, return_dict_in_generate=True,
+               pad_token_id=0)
+    with torch.no_grad(), attention_session(model, edit=edit) as session:
+        edited = model.generate(ids, attention_mask=mask, **gen)
+        found = dict(session.sinks)
+    assert sorted(found) == [0, 1] and all(m.shape[-1] == ids.shape[1] for m in found.values())
+    assert any(m.any() for m in found.values())
+    fixed = _fixed_edit_from(found, 0.4)
+    seq = edited.sequences
+    full_mask = torch.cat([mask, torch.ones(2, seq.shape[1] - mask.shape[1], dtype=mask.dtype)], 1)
+    full = session_logits(model, seq[:, :-1], full_mask[:, :-1], edit=fixed)
+    n_prompt = ids.shape[1]
+    for step, scores in enumerate(edited.scores):
+        torch.testing.assert_close(scores, full[:, n_prompt - 1 + step], atol=1e-4, rtol=1e-4)
+    # the prefill step itself found the same sinks as the fixed edit names
+    prefill = session_logits(model, ids, mask, edit=edit)
+    torch.testing.assert_close(prefill[:, -1], edited.scores[0], atol=1e-4, rtol=1e-4)
+
+
+def test_one_head_per_row_equals_each_head_alone():
+    """The batched head search: row b calibrates its own head; each row's logits equal a forward
+    of that prompt with only that head calibrated."""
+    model = tiny("llama")
+    ids, _ = batch(model.config.vocab_size)
+    one = ids[:1]
+    heads = [(1, 0), (0, 2), (1, 3), None]
+    rows = one.expand(len(heads), -1)
+    together = session_logits(model, rows, edit=AttentionEdit((SinkCalibration.per_row(heads, beta=0.4),)))
+    plain = session_logits(model, one)
+    for b, head in enumerate(heads):
+        alone = plain if head is None else \
+            session_logits(model, one, edit=AttentionEdit((SinkCalibration(heads=(head,), beta=0.4),)))
+        torch.testing.assert_close(together[b], alone[0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(together[0], plain[0], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_triton_finds_the_same_sinks_on_a_real_layer(smol_model, monkeypatch):
+    """One SmolLM2 layer's real q, k, v: in-forward ACT under the Triton kernel (interpreter on
+    CPU) finds the same sinks and gives the same output as the torch reference and naive."""
+    import os
+
+    import kernels.hf as hf
+    from kernels import LayerEdit, naive_attention, reference_attention
+
+    if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
+        pytest.skip("needs a GPU or TRITON_INTERPRET=1")
+    from kernels.triton_attention import triton_attention
+
+    captured = []
+    real_attention = hf.attention
+
+    def capture(q, k, v, **kw):
+        captured.append((q.detach().clone(), k.detach().clone(), v.detach().clone(), kw["scale"]))
+        return real_attention(q, k, v, **kw)
+
+    monkeypatch.setattr(hf, "attention", capture)
+    model, tok = smol_model.hf_model, smol_model.tokenizer
+    ids = tok("The capital of France is Paris. The capital of Italy is Rome. The capital of "
+              "Spain is", return_tensors="pt").input_ids
+    with torch.no_grad(), attention_session(model):
+        model(ids)
+    q, k, v, scale = captured[9]
+    H = q.shape[1]
+    edit = LayerEdit(act_beta=torch.full((H,), 0.4), act_tau=0.1)
+    stats = AttentionStatsRequest(lse=True, entropy=True, sinks=True)
+    ref = reference_attention(q, k, v, scale=scale, edit=edit, stats=stats)
+    assert ref[1]["sinks"].sum() >= 3, "layer 9 of SmolLM2 has sinks past the first token"
+    for other in (naive_attention(q, k, v, scale=scale, edit=edit, stats=stats),
+                  triton_attention(q, k, v, scale=scale, edit=edit, stats=stats)):
+        assert torch.equal(other[1]["sinks"], ref[1]["sinks"])
+        torch.testing.assert_close(other[0].float(), ref[0].float(), atol=1e-4, rtol=1e-4)
+        for name in ("lse", "entropy"):
+            torch.testing.assert_close(other[1][name], ref[1][name], atol=1e-4, rtol=1e-4)

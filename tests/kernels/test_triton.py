@@ -1,4 +1,5 @@
-"""The Triton kernels against the torch reference, under TRITON_INTERPRET=1 on CPU.
+"""The Triton kernels against the torch reference and the naive full-matrix definition, under
+TRITON_INTERPRET=1 on CPU.
 
 Shapes are small (the interpreter runs every program in numpy) but chosen to cross tile edges:
 with 16 x 16 tiles, 37 keys leave a ragged last tile, and decoding rows sit inside a tile.
@@ -10,9 +11,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernels import AttentionStatsRequest, attention, reference_attention
+from kernels import AttentionStatsRequest, LayerEdit, attention, naive_attention, reference_attention
 
-from tests.kernels.kernel_cases import assert_same, make_edit, make_padding, make_qkv, make_stats
+from tests.kernels.kernel_cases import assert_same, make_edit, make_padding, make_qkv, make_stats, planted
 
 pytestmark = [
     pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
@@ -33,14 +34,18 @@ def to_dev(*xs):
     return [x.to(DEVICE) if torch.is_tensor(x) else x for x in xs]
 
 
-def both(q, k, v, atol=1e-4, out_atol=None, **kw):
-    """Run Triton and the reference on the same inputs and compare everything."""
+def both(q, k, v, atol=1e-4, out_atol=None, naive=False, **kw):
+    """Run Triton and the reference on the same inputs and compare everything; with `naive`,
+    compare Triton with the full-matrix definition too."""
     expected = reference_attention(q, k, v, **kw)
+    definition = naive_attention(q, k, v, **kw) if naive else None
     q, k, v = to_dev(q, k, v)
     kw = {n: (x.to(DEVICE) if torch.is_tensor(x) else x) for n, x in kw.items()}
     got = triton_attention(q, k, v, **kw)
-    assert_same(*expected, got[0].cpu(), {n: t.cpu() for n, t in got[1].items()},
-                atol=atol, rtol=atol, out_atol=out_atol)
+    got = got[0].cpu(), {n: t.cpu() for n, t in got[1].items()}
+    assert_same(*expected, *got, atol=atol, rtol=atol, out_atol=out_atol)
+    if definition is not None:
+        assert_same(*definition, *got, atol=atol, rtol=atol, out_atol=out_atol)
 
 
 CASES = [
@@ -57,12 +62,28 @@ CASES = [
 
 
 @pytest.mark.parametrize("Nq,Nk,causal,window,pad,softcap,edits", CASES)
-def test_triton_matches_reference(Nq, Nk, causal, window, pad, softcap, edits):
+def test_triton_matches_reference_and_naive(Nq, Nk, causal, window, pad, softcap, edits):
     B, H, Hkv, D = 2, 4, 2, 16
     q, k, v = make_qkv(B, H, Hkv, Nq, Nk, D, seed=Nq + Nk)
-    both(q, k, v, causal=causal, sliding_window=window, softcap=softcap,
+    both(q, k, v, naive=True, causal=causal, sliding_window=window, softcap=softcap,
          key_padding_mask=make_padding(B, Nk) if pad else None,
          edit=make_edit(B, H, Nk) if edits else None, stats=make_stats(B, Nq, Nk))
+
+
+@pytest.mark.parametrize("Nq,window,pad,per_row", [(23, None, True, False), (23, 6, False, True),
+                                                    (5, None, True, True)])
+def test_triton_finds_sinks_in_the_call(Nq, window, pad, per_row):
+    """ACT as its authors run it: the sinks of each head found from its own attention (a
+    received-mass pass), then the calibrated pass; Triton equals the reference and naive."""
+    B, H, Hkv, Nk, D = 2, 4, 2, 23, 16
+    q, k, v = planted(B, H, Hkv, Nq, Nk, D, seed=Nq)
+    beta = torch.tensor([[0.4, 1.0, 0.0, 0.7], [1.0, 0.25, 1.0, 1.0]]) if per_row \
+        else torch.tensor([0.4, 1.0, 0.0, 0.7])
+    stats = make_stats(B, Nq, Nk, lse=True, entropy=True, argmax=True, received=True, sinks=True)
+    edit = LayerEdit(key_bias=torch.randn(B, H, Nk, generator=torch.Generator().manual_seed(1)),
+                     head_scale=torch.tensor([1.0, 2.0, 0.5, 1.0]), act_beta=beta, act_tau=0.1)
+    both(q, k, v, naive=True, sliding_window=window,
+         key_padding_mask=make_padding(B, Nk) if pad else None, edit=edit, stats=stats)
 
 
 @pytest.mark.parametrize("D", [64, 128, 256])

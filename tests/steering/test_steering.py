@@ -7,7 +7,8 @@ import torch
 
 from interp.attention_stats import stream_attention_stats
 from interp.errors import InvalidInput
-from interp.steering import act_calibration, find_sinks, generate, pasta_highlight, scale_heads, token_spans
+from interp.steering import (act_calibration, calibrated_sinks, find_sinks, generate, pasta_highlight,
+                            scale_heads, token_spans)
 from kernels import AttentionStatsRequest
 
 IOI = "When Mary and John went to the store, John gave a drink to"
@@ -43,26 +44,29 @@ def test_ablating_late_heads_breaks_the_answer_and_scale_one_is_identity(smollm2
 
 
 def test_act_scales_sink_mass_by_beta(smollm2):
-    """ACT's definition: on calibrated heads the sinks' mass becomes beta times the original."""
-    edit = act_calibration(smollm2, FACTS, beta=0.4)
-    assert edit.parts, "SmolLM2 has sinks past the first token on this prompt"
-    part = edit.parts[0]
-    layer, head = part.heads[0]
-    positions = list(part.sink_positions)
+    """ACT's definition: on a calibrated head the sinks' mass becomes beta times the original."""
+    sinks = find_sinks(smollm2, FACTS)
+    assert sinks, "SmolLM2 has sinks past the first token on this prompt"
+    (layer, head), positions = min(sinks.items())   # the first layer with one: nothing upstream edited
+    edit = act_calibration(smollm2, FACTS, heads=[(layer, head)], beta=0.4)
+    assert calibrated_sinks(smollm2, FACTS, edit) == {(layer, head): positions}
     before = _key_mass(smollm2, FACTS, positions)
     after = _key_mass(smollm2, FACTS, positions, edit)
     # Per row s' = beta * s; the mean over rows keeps the factor.
     assert float(after[layer, head]) == pytest.approx(0.4 * float(before[layer, head]), rel=1e-3)
-    untouched = [h for h in range(9) if (layer, h) not in part.heads]
-    if untouched:  # heads not calibrated keep their attention
-        assert torch.allclose(after[layer, untouched], before[layer, untouched], atol=1e-5)
+    untouched = [h for h in range(9) if h != head]   # heads not calibrated keep their attention
+    assert torch.allclose(after[layer, untouched], before[layer, untouched], atol=1e-5)
+    assert torch.allclose(after[:layer], before[:layer], atol=1e-5)
 
 
 def test_find_sinks_follows_the_threshold(smollm2):
-    loose, strict = find_sinks(smollm2, FACTS, ratio=3.0), find_sinks(smollm2, FACTS, ratio=8.0)
-    assert set(strict) <= set(loose)
-    assert all(0 not in positions for positions in loose.values())
-    assert find_sinks(smollm2, FACTS, ratio=3.0, include_first=True)  # the first token sinks everywhere
+    loose, strict = find_sinks(smollm2, FACTS, tau=0.05), find_sinks(smollm2, FACTS, tau=0.2)
+    assert strict and set(strict) <= set(loose)
+    assert all(set(strict[h]) <= set(loose[h]) for h in strict)
+    assert all(0 not in positions for positions in loose.values())   # the first sink is left alone
+    every = find_sinks(smollm2, FACTS, tau=0.05, exclude_first=False)
+    assert all(every[h][1:] == loose[h] for h in loose)
+    assert sum(0 in positions for positions in every.values()) > 200   # BOS sinks nearly everywhere
 
 
 def test_pasta_moves_attention_to_the_highlight(smollm2):
@@ -86,7 +90,13 @@ def test_token_spans_and_bad_input(smollm2):
     with pytest.raises(InvalidInput, match="do not exist"):
         scale_heads(smollm2, [(30, 0)], 0.0)
     with pytest.raises(InvalidInput, match="beta"):
-        act_calibration(smollm2, FACTS, beta=1.5)
+        act_calibration(smollm2, FACTS, heads=[(3, 1)], beta=1.5)
+    with pytest.raises(InvalidInput, match="tau"):
+        act_calibration(smollm2, FACTS, heads=[(3, 1)], tau=5.0)   # a fraction, not a multiple of 1/N
+    with pytest.raises(InvalidInput, match="name them"):            # no "every head with a sink"
+        act_calibration(smollm2, FACTS)
+    with pytest.raises(InvalidInput, match="does not exist"):
+        act_calibration(smollm2, FACTS, heads=[(30, 0)])
 
 
 def test_steer_command_prints_both_generations(smollm2, capsys, tmp_path):
