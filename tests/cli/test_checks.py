@@ -122,7 +122,7 @@ def test_arguments_are_rejected_before_a_model_loads(tmp_path):
          "heads [(99, 0)] do not exist in tiny (2 layers x 4 heads"),
         (["steer", model_dir, "--prompt", "Hello", "--heads", "1.0", "--pasta", "Bye"],
          "'Bye' does not occur in the prompt"),
-        (["steer", model_dir, "--prompt", "Hello", "--act", "--beta", "2"], "beta must be in [0, 1]"),
+        (["steer", model_dir, "--prompt", "Hello", "--act", "--heads", "1.0", "--beta", "2"], "beta must be in [0, 1]"),
         (["load", fake], f"{fake} is not a GGUF file"),
         (["steer", fake, "--prompt", "Hello", "--act"], f"{fake} is not a GGUF file"),
         (["patch", model_dir, "--json", tmp_path], "is a folder"),

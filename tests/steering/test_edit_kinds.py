@@ -32,7 +32,7 @@ def test_head_lists_are_parsed_never_evaluated():
     ("pasta", PROMPT, "1.0", 0.0, ["John"], "alpha must be > 0"),
     ("pasta", PROMPT, "1.0", 0.01, ["  "], "PASTA needs a phrase"),
     ("pasta", PROMPT, "1.0", 0.01, ["Alice"], "'Alice' does not occur in the prompt"),
-    ("act", PROMPT, "18.6", 1.5, (), r"beta must be in \[0, 1\]"),
+    ("act", PROMPT, "1.0", 1.5, (), r"beta must be in \[0, 1\]"),
     ("bold", PROMPT, None, 1.0, (), "unknown edit 'bold'; choose one of scale, pasta, act"),
 ])
 def test_bad_requests_are_refused_without_a_model(kind, prompt, heads, strength, phrases, message):
@@ -43,7 +43,7 @@ def test_bad_requests_are_refused_without_a_model(kind, prompt, heads, strength,
 def test_good_requests_come_back_normalized():
     assert check_edit("pasta", PROMPT, "1.2; 0.3", 0.01, "John", shape=SHAPE) == \
         ([(1, 2), (0, 3)], 0.01, ["John"])
-    assert check_edit("act", PROMPT, "18.6", EDIT_KINDS["act"].default) == ([(18, 6)], 0.4, [])
+    assert check_edit("act", PROMPT, "1.0", EDIT_KINDS["act"].default) == ([(1, 0)], 0.4, [])
     assert check_edit("scale", PROMPT, [(1, 3)], 0) == ([(1, 3)], 0.0, [])
     assert {kind.strength for kind in EDIT_KINDS.values()} == {"scale", "alpha", "beta"}
 
