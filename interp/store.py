@@ -188,6 +188,12 @@ class Store:
         with self._connect() as db:
             db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
 
+    def cancel_requested(self, run_id: str) -> bool:
+        """Has `request_cancel(run_id)` been called?"""
+        with self._connect() as db:
+            row = db.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return bool(row and row[0])
+
     # ---- reading -------------------------------------------------------------------------
     def list_runs(self, model_id: str | None = None, kind: str | None = None,
                   status: str | None = None, limit: int = 200) -> list[RunRecord]:
