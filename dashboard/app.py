@@ -81,6 +81,11 @@ def _register_router(app: Dash, state: AppState) -> None:
         status = state.models.status()
         if status["state"] == "ready":
             busy = f" · busy: {status['busy']}" if status["busy"] else ""
+            failure = status.get("last_failure")
+            if failure:
+                return ([html.Span("●", className="dot ready"), f" {status['name']}{busy}",
+                         html.Span(f" · loading {failure['name']} failed", className="badge-failed")],
+                        f"{status['model_id']}; loading {failure['name']} failed: {failure['error']}")
             return [html.Span("●", className="dot ready"), f" {status['name']}{busy}"], status["model_id"]
         if status["state"] == "loading":
             return [html.Span("●", className="dot loading"), f" loading {status['name']} …"], ""

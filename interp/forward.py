@@ -56,7 +56,7 @@ passed anyway.
 ## Stopping a long job from outside (cooperative cancellation)
 `with stop_when(should_stop): ...` makes every forward started in that block (in this thread or
 task: a context variable, so other threads' forwards are untouched) call `should_stop()` before
-each transformer block, and between the sub-batches of `run_batched` and the chunks of
+each transformer block and each linear layer in it, and between the sub-batches of `run_batched` and the chunks of
 `generate`; once it returns True the forward raises `Cancelled`. A job runner (the dashboard's)
 sets it to "was Cancel pressed?", so a scan stops within one layer's compute wherever it is, not
 only at its next progress report. `check_stop()` is the same check for loops outside a forward.
@@ -122,15 +122,19 @@ def check_stop() -> None:
 
 @contextmanager
 def _polling_stop(model: Model):
-    """While a `stop_when` is active, check it before each transformer block of `model`
-    (forward pre-hooks, removed on exit; the check reads this thread's context, so a forward
-    of another thread that meets these hooks is not stopped by them)."""
+    """While a `stop_when` is active, check it before each transformer block of `model` and
+    before each linear layer inside it (forward pre-hooks, removed on exit): on a long batch
+    one block takes seconds on a CPU, one projection a fraction of that. The check reads this
+    thread's context, so a forward of another thread that meets these hooks is not stopped."""
     if _SHOULD_STOP.get() is None:
         yield
         return
     check_stop()
-    handles = [block.register_forward_pre_hook(lambda module, args: check_stop())
-               for block in model.bridge.blocks]
+    modules = [module for block in model.bridge.blocks for module in block.modules()
+               if module is block or isinstance(module, torch.nn.Linear)]
+    unique = list({id(m): m for m in modules}.values())  # the bridge may reach a layer twice
+    handles = [module.register_forward_pre_hook(lambda module, args: check_stop())
+               for module in unique]
     try:
         yield
     finally:

@@ -63,6 +63,10 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "layers": (0, 1023),
     "rows_per_forward": (1, 8192),
 }
+# n_prompts x max_tokens at most: 2^20 tokens is about an hour of forwards for a 135M model on
+# one CPU core, and building that many prompts takes seconds (a job that cannot be cancelled
+# while it builds its prompts must not build for minutes).
+MAX_SCAN_TOKENS = 2**20
 
 
 def no_progress(fraction: float, message: str) -> None:
@@ -175,7 +179,15 @@ class Detector:
             if choices and converted[key] not in choices:
                 raise InvalidInput(f"{self.name}.{key} must be one of {list(choices)}, got {value!r}")
             _check_bounds(self.name, key, converted[key], bounds_of(fields[key]))
-        return self.Params(**converted)
+        params = self.Params(**converted)
+        n_prompts, max_tokens = getattr(params, "n_prompts", None), getattr(params, "max_tokens", None)
+        if isinstance(n_prompts, int) and isinstance(max_tokens, int) \
+                and n_prompts * max_tokens > MAX_SCAN_TOKENS:
+            raise InvalidInput(f"{self.name}: n_prompts x max_tokens = {n_prompts} x {max_tokens}"
+                               f" = {n_prompts * max_tokens} tokens, more than the bound of "
+                               f"{MAX_SCAN_TOKENS} (about an hour on a CPU); use fewer prompts or "
+                               "shorter ones")
+        return params
 
     def describe_params(self) -> list[dict]:
         """The parameters as plain data, enough to build a form: name, type, default, help."""

@@ -191,10 +191,12 @@ def test_model_page_lists_the_runs(dashboard, browser):
     wait_for(browser, "#circuit-graph .scatterlayer")
 
 
-def fill_scan_form(browser, values: dict) -> None:
-    """Type into the Scans page's parameter fields (text inputs and choice dropdowns)."""
+def fill_scan_form(browser, values: dict, detector: str = "previous_token") -> None:
+    """Type into the Scans page's parameter fields of `detector` (text inputs and choice
+    dropdowns)."""
     for name, value in values.items():
-        css = f"[id='{{\"name\":\"{name}\",\"type\":\"scan-param\"}}']"
+        css = (f"[id='{{\"detector\":\"{detector}\",\"name\":\"{name}\","
+               f"\"type\":\"scan-param\"}}']")
         field = wait_for(browser, css)
         if field.tag_name == "input":
             retype(field, str(value))

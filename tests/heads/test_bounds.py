@@ -46,6 +46,12 @@ def test_out_of_bounds_values_are_refused_naming_the_bound(detector, name, value
         get_detector(detector).make_params({name: value})
 
 
+def test_the_size_of_a_scan_is_bounded():
+    get_detector("induction").make_params({"n_prompts": 512, "max_tokens": 2048})
+    with pytest.raises(InvalidInput, match="n_prompts x max_tokens = 4096 x 2048"):
+        get_detector("induction").make_params({"n_prompts": 4096, "max_tokens": 2048})
+
+
 def test_non_finite_values_are_refused():
     for value in ("nan", "inf", float("-inf")):
         with pytest.raises(InvalidInput, match="finite|not a valid"):
