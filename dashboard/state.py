@@ -171,6 +171,10 @@ class LRU:
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def get(self, key):
         with self._lock:
             if key not in self._items:

@@ -155,15 +155,18 @@ def _progress_bar(fraction: float, message: str, status: str) -> html.Div:
 
 
 def runs_table(state):
-    rows = []
+    """The scans: queued, running and complete ones in one table; failed, cancelled and
+    incomplete ones apart below it (with Delete), so errors never hide among results."""
+    rows, failed = [], []
     for job in state.jobs.without_run("scan"):
-        rows.append(html.Tr([
+        row = html.Tr([
             html.Td(html.B(job.label)), html.Td("—"),
             html.Td(job.state, className=f"status {job.state}"),
             html.Td(error_box(job.error) if job.error else _progress_bar(0, "waiting for the model", "queued")),
             html.Td(html.Button("Cancel", id={"type": "scan-cancel", "id": job.id})
                     if job.state == "queued" else None),
-        ], className=f"run {job.state}"))
+        ], className=f"run {job.state}")
+        (failed if job.state == "failed" else rows).append(row)
     for run in state.store.list_runs(kind="scan", limit=SHOWN_RUNS):
         if run.status == "running":
             cell = html.Div([_progress_bar(run.progress, run.message, "running"),
@@ -171,26 +174,46 @@ def runs_table(state):
             action = html.Button("Cancel", id={"type": "scan-cancel", "id": run.id})
         elif run.status == "complete":
             cell = html.Span([dcc.Link(f"open {d} in Heads", href="/heads" + query_string(
-                model_id=run.model_id, detector=d), className="button-link") for d in run.detectors])
+                model_id=run.model_id, detector=d, run=run.id), className="button-link")
+                for d in run.detectors])
             action = None
         elif run.status == "failed":
-            cell, action = error_box(run.error or "failed"), None
+            cell = error_box(run.error or "failed")
+            action = html.Button("Delete", id={"type": "scan-delete", "id": run.id})
         else:  # cancelled | incomplete
             cell = html.Span(run.error or ("the process that ran it is gone"
                                            if run.status == "incomplete" else run.status))
-            action = None
-        rows.append(html.Tr([
+            action = html.Button("Delete", id={"type": "scan-delete", "id": run.id})
+        row = html.Tr([
             html.Td([html.B(", ".join(_detectors_of(run))), html.Div(_params_text(run), className="hint")]),
             html.Td([html.Div(run.model_id, className="mono"),
                      html.Div(_time(run.created_at), className="hint")]),
             html.Td(run.status, className=f"status {run.status}"),
             html.Td(cell), html.Td(action),
-        ], className=f"run {run.status}", id=f"run-{run.id}"))
-    if not rows:
-        return notice("No scans yet.")
-    return html.Table([html.Thead(html.Tr([html.Th(h) for h in
-                                           ("detector", "model", "status", "progress / result", "")])),
-                       html.Tbody(rows)], className="table runs", id="scan-runs-table")
+        ], className=f"run {run.status}", id=f"run-{run.id}")
+        (rows if run.status in ("running", "complete") else failed).append(row)
+    head = html.Thead(html.Tr([html.Th(h) for h in
+                               ("detector", "model", "status", "progress / result", "")]))
+    parts = [_active_jobs(state)]
+    parts.append(html.Table([head, html.Tbody(rows)], className="table runs", id="scan-runs-table")
+                 if rows else notice("No scans yet."))
+    if failed:
+        parts += [html.H4("Failed and cancelled", className="failed-title"),
+                  html.Table([head, html.Tbody(failed)], className="table runs failed",
+                             id="scan-failed-table")]
+    return html.Div(parts)
+
+
+def _active_jobs(state):
+    """One line per running job that scans several detectors: which one it is on."""
+    lines = []
+    for job in state.jobs.active():
+        names = job.label.split(", then")[0].split(", ")
+        if job.state == "running" and len(names) > 1:
+            lines.append(html.Div(f"job {job.id}: detector {len(job.run_ids)} of {len(names)} "
+                                  f"({', '.join(names)}); each is stored as it finishes",
+                                  className="hint job-line"))
+    return html.Div(lines, id="scan-jobs")
 
 
 def _detectors_of(run) -> list[str]:
@@ -254,6 +277,21 @@ def register(app, state) -> None:
                   Input("scan-poll", "n_intervals"), Input("scan-message", "children"))
     def poll(_n, _message):
         return runs_table(state)
+
+    @app.callback(
+        Output("scan-message", "children", allow_duplicate=True),
+        Input({"type": "scan-delete", "id": ALL}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def on_delete(clicks):
+        trigger = ctx.triggered_id
+        if not trigger or not any(c for c in clicks or []) or not ctx.triggered[0]["value"]:
+            return no_update
+        try:
+            state.store.delete_run(trigger["id"])
+        except InterpError as exc:
+            return error_box(str(exc), id="scan-error")
+        return notice(f"deleted run {trigger['id']}", id="scan-deleted")
 
     @app.callback(
         Output("scan-message", "children", allow_duplicate=True),

@@ -21,6 +21,31 @@ from interp.models import Model
 from interp.scores import HeadScores
 
 
+# The standard scans a first dashboard run starts on a model the store has no scan of: every
+# detector but safety (which needs a model that refuses, and minutes per layer), sized to
+# finish in about 3 minutes on 2 CPU cores for a 135M model, cheapest first so the first
+# heatmaps appear within seconds. Scores at these sizes rank heads as the full scans do for the
+# clear-cut heads; run larger scans for numbers to quote.
+STANDARD_SCANS: dict[str, dict] = {
+    "previous_token": {"n_prompts": 4, "max_tokens": 128},
+    "duplicate_token": {"n_prompts": 4, "max_tokens": 128},
+    "induction": {"n_prompts": 4, "max_tokens": 128},
+    "sink": {"n_prompts": 4, "max_tokens": 256, "min_queries": 16},
+    "streaming": {"n_prompts": 2, "max_tokens": 384, "windows": (64,)},
+    "retrieval": {"context_lengths": (512,), "depths": (0.0, 50.0, 100.0), "n_needles": 2,
+                  "max_new_tokens": 24},
+}
+
+
+def standard_scan_params() -> dict[str, dict]:
+    """{detector: params} of the standard scans (STANDARD_SCANS, checked by each detector),
+    in the order they run."""
+    from interp.heads.registry import get_detector
+
+    return {name: params_json(get_detector(name).make_params(dict(values)))
+            for name, values in STANDARD_SCANS.items()}
+
+
 @dataclass
 class ScanResult:
     scores: dict[str, HeadScores]      # detector name -> scores (with .verify when checked)

@@ -1,5 +1,5 @@
 """List the runs in the results store (newest first). Incomplete runs (killed half-way) are shown
-as such and never read as results."""
+as such and never read as results. `--delete RUN_ID` deletes a run and the files it owns."""
 
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model-id", default=None, help="only runs of this model id")
     parser.add_argument("--kind", default=None, help="only runs of this kind (scan, patch, ...)")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--delete", action="append", default=[], metavar="RUN_ID",
+                        help="delete this run and its files (repeatable); the only option that "
+                             "writes")
 
 
 def run(args) -> int:
@@ -25,6 +28,14 @@ def run(args) -> int:
 
     # Read-only: never create the store, its folder or the cache directory.
     path = args.store.expanduser() if args.store else default_store_path(create=False)
+    if args.delete:
+        if not path.exists():
+            raise InvalidInput(f"no results store at {path}: nothing to delete")
+        store = Store(path)
+        for run_id in args.delete:
+            removed = store.delete_run(run_id)
+            print(f"deleted run {run_id}" + (f" and {', '.join(map(str, removed))}" if removed else ""))
+        return 0
     if not path.exists():
         if args.store and not path.parent.is_dir():
             raise InvalidInput(f"--store {path}: the folder {path.parent} does not exist; check "
