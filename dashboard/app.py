@@ -32,15 +32,22 @@ ROUTES["/"] = ROUTES["/heads"]
 FRAME_IDS = {"page", "model-badge"} | {nav_id(page) for page in PAGES}
 
 
-def create_app(model_name: str | None = DEFAULT_MODEL, store_path=None, *, model=None) -> Dash:
+def create_app(model_name: str | None = DEFAULT_MODEL, store_path=None, *, model=None,
+               first_run: bool = True) -> Dash:
     """The dashboard app.
 
     model_name: loaded in the background at start (None: load nothing until the user picks).
     store_path: the results store (default: $INTERP_CACHE/results.sqlite).
     model:      an already loaded `interp.Model` to use instead of loading `model_name`.
+    first_run:  start the standard scans of a loaded model the store has no scan of
+                (`dashboard.first_run`).
     """
     state = AppState(store=Store(store_path), models=ModelHolder())
     state.jobs = JobRunner(state)
+    if first_run:
+        from dashboard import first_run as first
+
+        state.models.on_ready(lambda loaded: first.start_if_needed(state, loaded))
     if model is not None:
         state.models.set_model(model)
     elif model_name:

@@ -49,6 +49,8 @@ class Job:
     future: Future | None = None
     # Set by Cancel; every forward of the job polls it before each block (interp.forward.stop_when)
     stop: threading.Event = field(default_factory=threading.Event)
+    parts: list[str] = field(default_factory=list)  # e.g. the detectors it scans, in order
+    model_id: str | None = None  # the model it was started for, when one was named
 
 
 class _RecordingStore:
@@ -78,8 +80,10 @@ class JobRunner:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
-    def submit(self, kind: str, label: str, task: Task) -> Job:
-        job = Job(id=uuid.uuid4().hex[:12], kind=kind, label=label)
+    def submit(self, kind: str, label: str, task: Task, parts: list[str] | None = None,
+               model_id: str | None = None) -> Job:
+        job = Job(id=uuid.uuid4().hex[:12], kind=kind, label=label, parts=list(parts or []),
+                  model_id=model_id)
         with self._lock:
             self._jobs[job.id] = job
         job.future = self._executor.submit(self._run, job, task)

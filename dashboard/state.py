@@ -59,6 +59,18 @@ class ModelHolder:
         self._busy_with = ""  # what holds `compute`, for the user
         # The last load that failed while another model stayed loaded: {"name", "error"}.
         self._last_failure: dict | None = None
+        self._on_ready: list[Callable[[object], None]] = []  # called with each model loaded
+
+    def on_ready(self, callback: Callable[[object], None]) -> None:
+        """Call `callback(model)` whenever a model finished loading (or was set)."""
+        self._on_ready.append(callback)
+
+    def _loaded(self, model) -> None:
+        for callback in list(self._on_ready):
+            try:
+                callback(model)
+            except Exception:  # a hook must never break loading
+                log.exception("on_ready callback failed")
 
     def load_async(self, name: str, after: threading.Event | None = None,
                    max_wait: float = 0.0) -> bool:
@@ -105,6 +117,7 @@ class ModelHolder:
                 self._model, self._state = model, "ready"
             log.info("loaded %s in %.1f s", name, time.perf_counter() - start)
             self._ready.set()
+        self._loaded(model)
 
     def set_model(self, model) -> None:
         """Use an already loaded model (tests, notebooks)."""
@@ -112,6 +125,7 @@ class ModelHolder:
             self._model, self._name, self._state, self._error = model, model.name, "ready", None
             self._last_failure = None
         self._ready.set()
+        self._loaded(model)
 
     def status(self) -> dict:
         """{"state": none|loading|ready|failed, "name", "error", "model_id", "busy",

@@ -13,7 +13,7 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from interp.plots import empty_figure, head_heatmap, rank_scatter
 
-from dashboard import data
+from dashboard import data, first_run
 from dashboard.layout import error_box, notice, query_string, verify_text
 
 PATH = "/heads"
@@ -39,7 +39,9 @@ def layout(state, query: dict) -> html.Div:
         run_id = None
     return html.Div([
         html.H2("Heads"),
-        html.Div(id="heads-first-run"),
+        html.Div(first_run_banner(state, model_id), id="heads-first-run"),
+        dcc.Interval(id="heads-poll", interval=2000,
+                     disabled=first_run.active_job(state, model_id) is None),
         html.Div([
             html.Label(["model", dcc.Dropdown(id="heads-model", options=model_ids, value=model_id,
                                               clearable=False)], className="control wide"),
@@ -94,6 +96,9 @@ def render(state, query: dict):
         return empty_figure("no scans yet"), no_update, HIDDEN, no_update, HIDDEN, msg, None
     available = data.detectors_for(state, model_id)
     if not available:
+        if first_run.active_job(state, model_id) is not None:
+            return (empty_figure("the standard scans are running: the first heatmap appears "
+                                 "in a few seconds"), no_update, HIDDEN, no_update, HIDDEN, None, None)
         msg = notice(["No complete scans for ", html.Code(model_id), " yet. Launch one on the ",
                       dcc.Link("Scans page", href="/scans"), "."])
         return empty_figure("no scans for this model"), no_update, HIDDEN, no_update, HIDDEN, msg, None
@@ -118,6 +123,22 @@ def render(state, query: dict):
         return fig_a, no_update, HIDDEN, _rank_figure(scores_a, scores_b), SHOWN, None, details
     fig_b = head_heatmap(scores_b.scores, compare)
     return fig_a, fig_b, SHOWN, no_update, HIDDEN, None, details
+
+
+def first_run_banner(state, model_id: str | None):
+    """What the first run is doing, while its standard scans run for this model; else None."""
+    job = first_run.active_job(state, model_id)
+    if job is None:
+        return None
+    done = set(data.detectors_for(state, model_id))
+    steps = [f"{name} ✓" if name in done else name for name in job.parts]
+    return html.Div([
+        html.B("First run: "),
+        f"the store had no scans of {model_id}, so the standard scans are running in the "
+        "background (every detector but safety, small sizes, about 3 minutes on 2 CPU cores). "
+        "Heatmaps appear here as each detector finishes: ", ", ".join(steps), ". ",
+        dcc.Link("Scans page", href="/scans"), " shows the progress and can cancel it.",
+    ], className="first-run", id="first-run-notice")
 
 
 def selected_scores(state, query: dict):
@@ -262,6 +283,22 @@ def register(app, state) -> None:
     )
     def heatmaps(query):
         return render(state, query or {})
+
+    @app.callback(Output("heads-first-run", "children"), Output("heads-detector", "options"),
+                  Output("heads-poll", "disabled"), Output("url", "search", allow_duplicate=True),
+                  Input("heads-poll", "n_intervals"), State("heads-query", "data"),
+                  prevent_initial_call=True)
+    def poll_first_run(_n, query):
+        # While the first run's scans run: list each detector as it lands; open the first.
+        query = query or {}
+        model_id = query.get("model_id")
+        available = data.detectors_for(state, model_id)
+        options = [{"label": d, "value": d} for d in available]
+        active = first_run.active_job(state, model_id) is not None
+        search = no_update
+        if available and not query.get("detector"):
+            search = query_string(model_id=model_id, detector=available[0])
+        return first_run_banner(state, model_id), options, not active, search
 
     @app.callback(Output("heads-meaning", "children"), Output("heads-copy-python", "content"),
                   Input("heads-query", "data"))

@@ -123,7 +123,8 @@ def launch(state, names, ids: list[dict], values: list, verify: str | None,
     verify_k = options["verify_k"]
     check = f", then the top-{verify_k} causal check" if verify_k else ""
     label = ", ".join(names) + check
-    job = state.jobs.submit("scan", label, detectors.scan_task(names, params, **options))
+    job = state.jobs.submit("scan", label, detectors.scan_task(names, params, **options),
+                            parts=names)
     return notice(f"queued scan {label} as job {job.id}", id="scan-queued")
 
 
@@ -208,7 +209,7 @@ def _active_jobs(state):
     """One line per running job that scans several detectors: which one it is on."""
     lines = []
     for job in state.jobs.active():
-        names = job.label.split(", then")[0].split(", ")
+        names = job.parts
         if job.state == "running" and len(names) > 1:
             lines.append(html.Div(f"job {job.id}: detector {len(job.run_ids)} of {len(names)} "
                                   f"({', '.join(names)}); each is stored as it finishes",
