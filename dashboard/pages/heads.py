@@ -39,6 +39,8 @@ def layout(state, query: dict) -> html.Div:
         run_id = None
     return html.Div([
         html.H2("Heads"),
+        *([notice(f"deleted run {query['deleted']} and its files", id="heads-deleted")]
+          if query.get("deleted") else []),
         html.Div(first_run_banner(state, model_id), id="heads-first-run"),
         dcc.Interval(id="heads-poll", interval=2000,
                      disabled=first_run.active_job(state, model_id) is None),
@@ -353,11 +355,13 @@ def register(app, state) -> None:
         except InterpError as exc:
             return error_box(str(exc)), no_update
         state.caches["scores"].clear()
-        return (notice(f"deleted run {run.id}", id="heads-deleted"),
+        # The page re-renders from the URL: it carries the notice (deleted=RUN).
+        return (no_update,
                 query_string(model_id=query.get("model_id"), detector=query.get("detector")
                              if data.runs_with(state, query.get("model_id"), query.get("detector"))
                              else None, compare=query.get("compare"),
-                             view=query.get("view") if query.get("compare") else None))
+                             view=query.get("view") if query.get("compare") else None,
+                             deleted=run.id))
 
     @app.callback(
         Output("url", "pathname", allow_duplicate=True), Output("url", "search", allow_duplicate=True),

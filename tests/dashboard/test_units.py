@@ -283,3 +283,21 @@ def test_cancel_stops_a_huge_scan_within_seconds_and_frees_the_model(smollm2, tm
     assert tmp_store.get_run(job.run_id).status == "cancelled"
     with models.use(timeout=1) as model:
         assert model is smollm2
+
+
+@pytest.mark.slow
+def test_loading_a_model_the_store_has_no_scan_of_starts_the_standard_scans(smollm2, tmp_store):
+    from dashboard.app import create_app
+    from dashboard.first_run import active_job
+    from interp.heads.scan import STANDARD_SCANS
+
+    app = create_app(model=smollm2, store_path=tmp_store.path)
+    state = app.interp_state
+    job = active_job(state, smollm2.model_id)
+    assert job is not None and job.parts == list(STANDARD_SCANS) and "safety" not in job.parts
+    state.jobs.cancel(job.id)
+    state.jobs.wait(job.id, timeout=30)
+    assert job.state == "cancelled"
+    # A store that holds a scan of the model (even a cancelled one): nothing starts.
+    again = create_app(model=smollm2, store_path=tmp_store.path)
+    assert active_job(again.interp_state, smollm2.model_id) is None
