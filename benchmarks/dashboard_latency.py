@@ -288,7 +288,7 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")
     print(f"{load['clients']} clients, {load['requests']} requests in {load['wall_s']:.1f} s")
-    print(f"{'callback':<14}{'n':>5}{'errors':>8}{'retries':>9}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
+    print(f"{'callback':<14}{'n':>5}{'errors':>8}{'busy':>9}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     for kind in ("heatmap", "head_scores", "head_pattern"):
         row = load[kind]
         fmt = lambda v: f"{v:10.1f}" if v is not None else f"{'-':>10}"  # noqa: E731

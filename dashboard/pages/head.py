@@ -11,7 +11,8 @@ from __future__ import annotations
 from dash import Input, Output, State, dcc, html, no_update
 
 from interp.errors import InterpError
-from interp.patterns import SINK_THRESHOLD, attention_patterns, sink_positions, top_attended
+from interp.patterns import (MAX_PATTERN_TOKENS, SINK_THRESHOLD, attention_patterns, sink_positions,
+                             top_attended)
 from interp.plots import attention_pattern_figure, empty_figure
 
 from dashboard import data
@@ -23,9 +24,9 @@ TITLE = "Head"
 DEFAULT_PROMPT = ("When Mary and John went to the store, John gave a drink to Mary. "
                   "When Mary and John went to the store, John gave a drink to")
 HIDDEN = {"display": "none"}
-# A pattern is drawn as N x N cells: past this many tokens the page gets slow to ship and draw
-# (notebooks can call interp.patterns.attention_pattern with up to MAX_PATTERN_TOKENS).
-MAX_SHOWN_TOKENS = 768
+# Patterns up to the library's limit; past interp.plots.MAX_PATTERN_CELLS tokens the figure is
+# pooled on the server (block maxima), so a 2,000-token pattern ships and draws in seconds.
+MAX_SHOWN_TOKENS = MAX_PATTERN_TOKENS
 
 
 def layout(state, query: dict) -> html.Div:
