@@ -211,6 +211,39 @@ def _pooled_pattern_figure(tokens, head_pattern, sinks, title: str, max_cells: i
     return fig
 
 
+def layer_pattern_grid(layer_pattern, layer: int, n_tokens: int, max_cells: int = 64,
+                       columns: int = 3) -> go.Figure:
+    """Every head of one layer at once (CircuitsVis `attention_heads`): [n_heads, N, N] ->
+    a grid of small pattern heatmaps, pooled to at most `max_cells` per side (block maxima),
+    one shared colour scale 0..1, each titled L{layer}.H{h}."""
+    from plotly.subplots import make_subplots
+
+    n_heads = layer_pattern.shape[0]
+    rows = math.ceil(n_heads / columns)
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[f"L{layer}.H{h}" for h in range(n_heads)],
+                        horizontal_spacing=0.04, vertical_spacing=0.06)
+    block = 1
+    for h in range(n_heads):
+        pooled, block = pool_pattern(layer_pattern[h], max_cells)
+        fig.add_trace(go.Heatmap(
+            z=[[None if v is None else round(v, 4) for v in row] for row in _rows(pooled)],
+            colorscale="Blues", zmin=0, zmax=1, showscale=h == 0, hoverongaps=False,
+            colorbar={"title": {"text": "attention"}, "thickness": 10},
+            hovertemplate=(f"L{layer}.H{h}<br>query %{{y}}<br>key %{{x}}<br>attention %{{z:.3f}}"
+                           "<extra></extra>") if block == 1 else
+                          (f"L{layer}.H{h}<br>query block %{{y}}<br>key block %{{x}} (x{block})"
+                           "<br>max attention %{z:.3f}<extra></extra>")),
+            row=h // columns + 1, col=h % columns + 1)
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    pooled_text = f", pooled {block} x {block}" if block > 1 else ""
+    fig.update_layout(title={"text": f"layer {layer}: every head, {n_tokens} tokens{pooled_text} "
+                                     "— rows: queries, columns: keys", "font": {"size": 13}},
+                      height=260 * rows + 80, width=260 * columns + 120,
+                      margin={"l": 20, "r": 20, "t": 80, "b": 20}, plot_bgcolor="white")
+    return fig
+
+
 def effect_heatmap(values, title: str, row_title: str, col_title: str,
                    row_labels: Sequence | None = None, col_labels: Sequence | None = None,
                    value_name: str = "effect", center: float = 0.0) -> go.Figure:

@@ -171,3 +171,35 @@ def test_failed_runs_are_listed_apart_and_can_be_deleted(dashboard, browser, scr
     click(browser, "#scan-failed-table tr.run.failed button")
     wait_for(browser, "#scan-deleted")
     assert not store.list_runs(model_id="m@failed")
+
+
+def test_layer_grid_long_pattern_and_npy_export(dashboard, browser, screenshot, tmp_path, smollm2):
+    import numpy as np
+
+    from interp.patterns import attention_pattern
+
+    base, _ = dashboard
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow",
+                                                         "downloadPath": str(downloads)})
+    text = "The cat sat on the mat. The dog sat on the log."
+    browser.get(f"{base}/head?layer=3&head=2&view=grid&prompt={text.replace(' ', '+')}")
+    WebDriverWait(browser, 60, poll_frequency=0.2).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#head-grid .heatmaplayer")) == smollm2.n_heads)
+    screenshot(browser, "head-layer-grid")
+    browser.find_element(By.ID, "head-export-npy").click()
+    target = downloads / f"pattern-{smollm2.model_id.replace('@', '-')}-L3H2.npy"
+    WebDriverWait(browser, 30, poll_frequency=0.2).until(lambda d: target.exists())
+    expected = attention_pattern(smollm2, text, 3).head(2).numpy()
+    assert np.allclose(np.load(target), expected, atol=1e-6)
+
+    # A 1,200-token prompt: the pattern is pooled on the server and drawn in a few seconds.
+    long_text = " ".join(f"word{i % 97}" for i in range(400))
+    retype(wait_for(browser, "#head-prompt"), long_text)
+    started = time.perf_counter()
+    browser.find_element(By.ID, "head-show").click()
+    title = wait_for(browser, "#head-pattern .gtitle", "pooled", timeout=60)
+    assert time.perf_counter() - started < 20, time.perf_counter() - started
+    assert "tokens" in title.text
+    screenshot(browser, "head-long-pattern")
