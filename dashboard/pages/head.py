@@ -299,8 +299,9 @@ def register(app, state) -> None:
                            view=query.get("view"))
         return no_update if new == (search or "") else new
 
-    @app.callback(Output("head-grid", "figure"), Input("head-query", "data"))
-    def grid(query):
+    @app.callback(Output("head-grid", "figure"), Input("head-query", "data"),
+                  Input("head-retry", "n_intervals"))
+    def grid(query, _retry):
         from interp.plots import layer_pattern_grid
 
         query = query or {}

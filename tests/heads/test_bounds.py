@@ -82,3 +82,13 @@ def test_the_cli_refuses_the_same_values_before_loading(capsys, monkeypatch):
     assert cli.main(["scan", "--detectors", "sink", "--verify", "3", "--random-draws", "0",
                      "--no-store"]) == 2
     assert "n_random must be a whole number" in capsys.readouterr().err
+
+
+def test_edit_strengths_are_bounded():
+    from interp.edit_kinds import check_edit
+
+    with pytest.raises(InvalidInput, match=re.escape("the scale must lie in [-100, 100], got 1e+308")):
+        check_edit("scale", "Hello", "1.1", 1e308)
+    with pytest.raises(InvalidInput, match="beta must"):
+        check_edit("act", "Hello", "1.1", 3)
+    assert check_edit("scale", "Hello", "1.1", 2.0)[1] == 2.0
