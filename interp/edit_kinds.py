@@ -85,14 +85,14 @@ def check_edit(kind: str, prompt: str, heads=None, strength: float | None = None
     strength = float(strength)
     if not math.isfinite(strength):
         raise InvalidInput(f"the {spec.strength} must be a finite number, got {strength}")
-    lo, hi = spec.bounds
-    if not lo <= strength <= hi:
-        raise InvalidInput(f"the {spec.strength} must lie in [{lo:g}, {hi:g}], got {strength:g} "
-                           f"(usually {spec.default})")
     if kind == "pasta" and not strength > 0:
         raise InvalidInput("PASTA alpha must be > 0 (the paper uses 0.01)")
     if kind == "act" and not 0 <= strength <= 1:
         raise InvalidInput("beta must be in [0, 1] (ACT uses 0.4)")
+    lo, hi = spec.bounds
+    if not lo <= strength <= hi:
+        raise InvalidInput(f"the {spec.strength} must lie in [{lo:g}, {hi:g}], got {strength:g} "
+                           f"(usually {spec.default})")
     phrases = [phrases] if isinstance(phrases, str) else list(phrases or ())
     phrases = [p for p in phrases if p and p.strip()]
     if spec.needs_phrases:
