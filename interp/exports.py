@@ -83,3 +83,25 @@ def pattern_snippet(model_name: str, text: str, layer: int, head: int) -> str:
         f"attention_pattern_figure(pattern.tokens, head, sink_positions(head), "
         f"'L{layer}.H{head}').show()",
     ]) + "\n"
+
+
+def patch_result_csv(result) -> str:
+    """A `PatchResult` as CSV: one column per axis (its labels), then `value` (normalized) and
+    `raw` (the metric itself, when kept); one line per cell, in the tensor's order."""
+    import itertools
+
+    axes = list(result.axes)
+    values = result.values.flatten().tolist()
+    raw = result.raw.flatten().tolist() if result.raw is not None else None
+    lines = [",".join(axes + ["value"] + (["raw"] if raw is not None else []))]
+    cells = itertools.product(*[range(n) for n in result.values.shape])
+    for index, coordinate in enumerate(cells):
+        labels = [_csv_field(result.labels[axis][c]) for axis, c in zip(axes, coordinate)]
+        fields = labels + [repr(values[index])] + ([repr(raw[index])] if raw is not None else [])
+        lines.append(",".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+def _csv_field(value) -> str:
+    text = str(value)
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text

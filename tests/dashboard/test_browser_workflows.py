@@ -203,3 +203,31 @@ def test_layer_grid_long_pattern_and_npy_export(dashboard, browser, screenshot, 
     assert time.perf_counter() - started < 20, time.perf_counter() - started
     assert "tokens" in title.text
     screenshot(browser, "head-long-pattern")
+
+
+def test_patching_and_circuit_exports_match_the_library(dashboard, browser, tmp_path):
+    import json
+
+    from circuits.circuit import Circuit
+    from interp.exports import patch_result_csv
+    from interp.patching.results import PatchResult
+
+    base, app = dashboard
+    store = app.interp_state.store
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow",
+                                                         "downloadPath": str(downloads)})
+    browser.get(f"{base}/circuits")
+    wait_for(browser, "#patch-heatmap .heatmaplayer")
+    patch_id = store.list_runs(kind="patch", status="complete")[0].id  # the page's default: newest
+    circuit_run = store.list_runs(kind="circuit", status="complete")[0]
+    browser.find_element(By.ID, "patch-export-csv").click()
+    browser.find_element(By.ID, "circuit-export-json").click()
+    patch_file = downloads / f"patch-{patch_id}.csv"
+    circuit_file = downloads / f"circuit-{circuit_run.id}.json"
+    WebDriverWait(browser, 30, poll_frequency=0.2).until(
+        lambda d: patch_file.exists() and circuit_file.exists())
+    assert patch_file.read_text() == patch_result_csv(PatchResult.load(store, patch_id))
+    assert json.loads(circuit_file.read_text()) == \
+        json.loads(json.dumps(Circuit.load(store, circuit_run.id).to_json()))
