@@ -159,4 +159,6 @@ def register(app, state) -> None:
         if not clicks:
             return no_update, no_update
         message = load(state, choice, typed)
-        return message, state.models.status()["state"] != "loading"
+        # Poll until the load has ended (the refresh callback then stops polling): a load that
+        # fails at once must still show its failure.
+        return message, False
