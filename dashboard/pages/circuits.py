@@ -17,6 +17,7 @@ from interp.plots import effect_heatmap
 
 from dashboard import data
 from dashboard.layout import error_box, notice, query_string
+from dashboard.pages.scans import elapsed_text
 
 PATH = "/circuits"
 TITLE = "Patching & circuits"
@@ -145,6 +146,7 @@ def patch_jobs(state):
                 html.Div([html.Div(className="progress-fill running", style={"width": f"{percent:.1f}%"}),
                           html.Span(f"{percent:.0f}% {run.message}", className="progress-text")],
                          className="progress", role="progressbar", **{"aria-valuenow": f"{percent:.0f}"}),
+                html.Span(elapsed_text(run), className="hint elapsed"),
                 html.Button("Cancel", id={"type": "patch-cancel", "id": run.id}),
             ], className="patch-job running"))
         elif time.time() - (run.finished_at or 0) < 600:  # finished in the last 10 minutes
