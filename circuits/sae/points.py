@@ -29,7 +29,7 @@ import torch
 from interp.errors import InvalidInput
 from interp.models import Model
 from interp.names import hook_name, layer_of
-from interp.patching.runner import StopForward
+from interp.forward import StopForward, run
 from interp.tokens import TokenBatch
 
 KINDS = {
@@ -164,10 +164,9 @@ def run_model(model: Model, input_ids: torch.Tensor, fwd_hooks=(), stop_after: s
         def stop(activation, hook=None):
             raise StopForward
         hooks.append((stop_after, stop))
-    try:
-        return model.bridge.run_with_hooks(input_ids.to(model.device), fwd_hooks=hooks)
-    except StopForward:
-        return None
+    ids = input_ids.to(model.device)
+    tokens = TokenBatch(ids, torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long))
+    return run(model, tokens, output="logits", hooks=hooks, engine="bridge")
 
 
 def collect(model: Model, input_ids: torch.Tensor, points: list[ActivationPoint],
