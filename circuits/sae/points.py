@@ -26,17 +26,13 @@ from dataclasses import dataclass
 
 import torch
 
+from circuits.sae.hook_names import KINDS
 from interp.errors import InvalidInput
+from interp.forward import StopForward, run
 from interp.models import Model
 from interp.names import hook_name, layer_of
-from interp.forward import StopForward, run
 from interp.tokens import TokenBatch
 
-KINDS = {
-    "hook_resid_pre": "resid", "hook_resid_mid": "resid", "hook_resid_post": "resid",
-    "hook_attn_out": "attn_out", "hook_mlp_out": "mlp_out",
-    "attn.hook_z": "z", "attn.hook_result": "result",
-}
 
 
 @dataclass(frozen=True)
