@@ -24,10 +24,11 @@ The ablations (`ABLATIONS`, one table for every caller), at every position of th
 `mask_keys` is the other head intervention: the heads attend only to allowed keys (pre-softmax
 scores at `hook_attn_scores`), as the sink and streaming checks need.
 
-The bridge replaces the HF attention modules in place, so these hooks fire in `model.bridge(...)`,
-`model.hf_model(...)` and `model.hf_model.generate(...)` alike. They do not fire inside
-`interp.native_attention.native_attention(model)` (the bridge's components are swapped out there);
-to scale heads inside the fused kernels use `kernels.HeadScale` instead.
+The bridge replaces the HF attention modules in place, so these hooks fire in every forward
+(`interp.forward.run`, `run_batched`, `generate`). On its kernel engine the projection hooks
+(`hook_q`, `hook_z`) still fire but the attention-internal ones (`hook_attn_scores`, so
+`mask_keys`) do not, and `interp.forward` refuses that combination; to scale heads inside the
+fused kernels use `kernels.HeadScale` instead.
 """
 
 from __future__ import annotations

@@ -729,3 +729,48 @@ def end_token_ids(model: Model) -> set[int]:
     if model.tokenizer.eos_token_id is not None:
         ids.add(model.tokenizer.eos_token_id)
     return ids
+
+
+# ---- one prompt, token by token ----------------------------------------------------------------
+@torch.no_grad()
+def greedy_decode(model: Model, input_ids: list[int], max_new_tokens: int,
+                  on_step=None, on_prefilled=None,
+                  stop: Callable[[int], bool] | None = None) -> list[int]:
+    """Greedy answer to one prompt, one token per forward, with a callback after each step
+    (`generate` batches prompts and has none): the decoding of Wu et al.'s retrieval-head
+    reference, whose per-step attention statistics `interp.heads.retrieval` reads.
+
+    Prefills input_ids[:-1] (decoder only: no [seq, vocab] logits), calls `on_prefilled()`,
+    then feeds the last prompt token and each generated token in turn; `on_step(step, token)`
+    runs after each step (that step's attention statistics have been delivered by then). Stops
+    after a token for which `stop(token)` is true (default: the model's end tokens); that token
+    is kept, as in the reference. Hooks and edits apply as the caller's context sets them (e.g.
+    `kernel_attention`).
+    """
+    from transformers import DynamicCache
+
+    if stop is None:
+        ends = end_token_ids(model)
+        stop = ends.__contains__
+    if max_new_tokens < 1:
+        raise InvalidInput(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    device = model.device
+    ids = torch.tensor([input_ids], device=device)
+    cache = DynamicCache(config=model.hf_model.config)
+    if ids.shape[1] > 1:
+        model.hf_model.model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)
+    if on_prefilled is not None:
+        on_prefilled()
+    feed = ids[:, -1:]
+    out: list[int] = []
+    for step in range(max_new_tokens):
+        logits = model.hf_model(input_ids=feed, past_key_values=cache, use_cache=True,
+                                logits_to_keep=1).logits
+        token = int(logits[0, -1].argmax())
+        out.append(token)
+        if on_step is not None:
+            on_step(step, token)
+        if stop(token):
+            break
+        feed = torch.tensor([[token]], device=device)
+    return out
