@@ -62,6 +62,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from interp.ablation import ABLATIONS, masked_ablation_hooks
 from interp.errors import InvalidInput
 from interp.models import Model
 from interp.names import Head, check_heads, hook_name, layer_of
@@ -70,7 +71,7 @@ from kernels import AttentionEdit, attention_session
 
 OUTPUTS = ("logits", "final_logits", "final_logprobs", "final_hidden", "hidden", None)
 ENGINES = ("auto", "bridge", "kernel")
-ABLATION_METHODS = ("zero", "mean", "query_scale", "query_mean")
+ABLATION_METHODS = tuple(ABLATIONS)
 
 Hooks = Sequence[tuple[str | Callable[[str], bool], Callable]]
 
@@ -136,7 +137,7 @@ class HeadAblation:
     @property
     def hook_point(self) -> str:
         """"q" for the query ablations, "z" for the output ablations."""
-        return "q" if self.method.startswith("query") else "z"
+        return ABLATIONS[self.method].hook
 
     def layer_masks(self, n_heads: int) -> dict[int, torch.Tensor]:
         """{layer: [rows or 1, n_heads] bool} of the heads ablated in each row."""
@@ -154,26 +155,8 @@ class HeadAblation:
 
     def hooks(self, model: Model) -> list[tuple[str, Callable]]:
         """The forward hooks that carry out this ablation (`checked` first)."""
-        return [(hook_name(self.hook_point, layer),
-                 _ablation_hook(self.method, mask, self.eps,
-                                None if self.means is None else self.means[layer]))
-                for layer, mask in self.layer_masks(model.n_heads).items()]
-
-
-def _ablation_hook(method: str, mask: torch.Tensor, eps: float, means: torch.Tensor | None):
-    """A hook on [rows, pos, n_heads, d_head] ablating head h of row r where mask[r, h]."""
-    chosen = mask[:, None, :, None]
-
-    def hook(activation: torch.Tensor, hook=None) -> torch.Tensor:
-        where = chosen.to(activation.device)
-        if method == "query_scale":
-            return torch.where(where, activation * eps, activation)
-        if method == "query_mean":
-            return torch.where(where, activation.mean(dim=2, keepdim=True), activation)
-        if method == "zero":
-            return torch.where(where, torch.zeros((), dtype=activation.dtype), activation)
-        return torch.where(where, means.to(activation)[None, None], activation)
-    return hook
+        return masked_ablation_hooks(self.method, self.layer_masks(model.n_heads), self.eps,
+                                     self.means)
 
 
 # ---- the kernel engine -------------------------------------------------------------------------
