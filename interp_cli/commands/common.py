@@ -43,6 +43,24 @@ def open_store(path: Path | None):
     return Store(path)
 
 
+def open_store_read_only(path: Path | None):
+    """(path, store): the results store at `path` (default: $INTERP_CACHE/results.sqlite) opened
+    read-only, or None when there is none yet: listing commands never create a store, its folder
+    or the cache."""
+    from interp.errors import InvalidInput
+    from interp.paths import default_store_path
+    from interp.store import Store
+
+    given = path is not None
+    path = path.expanduser() if given else default_store_path(create=False)
+    if path.exists():
+        return path, Store(path, read_only=True)
+    if given and not path.parent.is_dir():
+        raise InvalidInput(f"--store {path}: the folder {path.parent} does not exist; check the "
+                           "path (listing commands never create a store)")
+    return path, None
+
+
 def check_json_path(path) -> None:
     """Refuse before the work starts a --json PATH that could not be written at its end."""
     from interp.errors import InvalidInput
@@ -58,6 +76,17 @@ def write_json(path: Path, data: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2))
     tmp.replace(path)
+
+
+def emit_json(path, data: dict) -> bool:
+    """Honour --json PATH: '-' prints the JSON (and the caller prints nothing else: returns
+    True), a path gets it written atomically; no --json does nothing."""
+    if path == "-":
+        print(json.dumps(data, indent=2))
+        return True
+    if path:
+        write_json(path, data)
+    return False
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:
