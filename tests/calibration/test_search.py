@@ -28,8 +28,8 @@ def sst2(shared_data):
 @pytest.fixture(scope="module")
 def searched(smollm2, sst2):
     task, train, dev = sst2
-    return search_heads(smollm2, task, train, dev, shots=1, n_calibration=3, n_dev=3, seed=0,
-                        max_candidates=3, patience=1)
+    return search_heads(smollm2, task, train, dev, shots=0, n_calibration=3, n_dev=3, seed=0,
+                        screen=4, max_candidates=2, patience=1)
 
 
 def _full(model, tokens, edit, label_ids):
@@ -65,8 +65,12 @@ def test_single_head_gains_match_one_head_at_a_time(smollm2, sst2):
     tokens = tokenize_prompts(smollm2, build_prompts(task, train[20:22], train, shots=1))
     gold = torch.tensor([task.labels.index(e.label) for e in train[20:22]])
     base = _baseline(smollm2, tokens, label_ids, 0.1, 8, None)
-    acc_gain, margin_gain = single_head_gains(smollm2, tokens, gold, label_ids, base)
+    tried = base.has_sink.any(0).nonzero().tolist()[::25]        # a spread of heads with sinks
+    acc_gain, margin_gain = single_head_gains(smollm2, tokens, gold, label_ids, base, heads=tried)
     layer, head = divmod(int(margin_gain.abs().argmax()), smollm2.n_heads)
+    untried = [(l, h) for l in range(smollm2.n_layers) for h in range(smollm2.n_heads)
+               if [l, h] not in tried]
+    assert all(margin_gain[x] == 0 for x in untried)
     edit = AttentionEdit((SinkCalibration(heads=((layer, head),)),))
     full = margins(_full(smollm2, tokens, edit, label_ids), gold)
     expected = (full - margins(base.logprobs, gold)).mean()
@@ -76,12 +80,13 @@ def test_single_head_gains_match_one_head_at_a_time(smollm2, sst2):
 
 def test_search_is_deterministic_for_a_seed(smollm2, sst2, searched):
     task, train, dev = sst2
-    again = search_heads(smollm2, task, train, dev, shots=1, n_calibration=3, n_dev=3, seed=0,
-                         max_candidates=3, patience=1)
+    again = search_heads(smollm2, task, train, dev, shots=0, n_calibration=3, n_dev=3, seed=0,
+                         screen=4, max_candidates=2, patience=1)
     assert again.heads == searched.heads and again.head_gains == searched.head_gains
     assert again.dev_accuracy == searched.dev_accuracy
     assert searched.dev_accuracy >= searched.baseline_dev_accuracy
-    assert searched.data["n_calibration"] == 3 and searched.data["shots"] == 1
+    assert searched.data["n_calibration"] == 3 and searched.data["shots"] == 0
+    assert len(searched.head_gains) == 4           # the screen kept 4 heads for the exact step
 
 
 def test_a_saved_calibration_round_trips_and_applies(smollm2, sst2, searched, tmp_path, tmp_store):
@@ -105,3 +110,37 @@ def test_a_saved_calibration_round_trips_and_applies(smollm2, sst2, searched, tm
     other = Calibration("gemma-3-270m@000000000000", [(0, 0)])
     with pytest.raises(InvalidInput, match="searched on gemma"):
         other.edit(smollm2)
+
+
+def test_the_screens_pattern_change_is_act_on_a_real_pattern(smollm2):
+    """The first-order screen's A' - A: sinks as `find_sinks` finds them, sink entries scaled by
+    beta, the first sink and rows' totals untouched."""
+    from interp.steering.act import find_sinks
+    from interp.steering.act_search import act_pattern_change
+
+    text = "The cat sat on the mat. The dog sat on the log. Then the cat, the dog and I went home."
+    batch = smollm2.tokenize(text)
+    kept = {}
+    layer = 9
+    run(smollm2, batch, output=None, engine="bridge",
+        hooks=[(f"blocks.{layer}.attn.hook_pattern", lambda p, hook=None: kept.update(p=p))])
+    pattern = kept["p"].detach().float()                                      # [1, H, N, N]
+    change = act_pattern_change(pattern, batch.mask, 0.1, 0.4)
+    after = pattern + change
+    torch.testing.assert_close(after.sum(-1), pattern.sum(-1))                # rows still sum to 1
+    assert (after >= -1e-7).all()
+    sinks = find_sinks(smollm2, text)
+    heads = [h for (l, h) in sinks if l == layer]
+    assert heads, "layer 9 of SmolLM2 has hidden sinks on this prompt"
+    for head in range(smollm2.n_heads):
+        moved = change[0, head].abs().sum(0) > 0                              # [N] keys touched
+        if head not in heads:
+            assert not moved.any()
+            continue
+        for position in sinks[(layer, head)]:
+            rows = slice(position, None)
+            torch.testing.assert_close(after[0, head, rows, position],
+                                       0.4 * pattern[0, head, rows, position])
+        # the first sink (the initial token) is left alone: it only ever gains mass back
+        assert 0 not in sinks[(layer, head)]
+        assert (after[0, head, :, 0] >= pattern[0, head, :, 0] - 1e-7).all()
