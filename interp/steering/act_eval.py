@@ -51,6 +51,11 @@ class TaskFiles:
         if need_dev and (train is None or dev is None):
             raise InvalidInput("the head search needs --train FILE (calibration set) and --dev "
                                "FILE (its stop), disjoint from --eval")
+        for name, other in (("--train", train), ("--dev", dev)):
+            if other is not None and Path(other).resolve() == Path(eval).resolve():
+                raise InvalidInput(f"--eval and {name} are the same file: score on examples the "
+                                   "demonstrations and the search never saw (e.g. SST-2 test, "
+                                   "not train/dev)")
         options = dict(fmt=fmt, text_col=text_col, label_col=label_col)
         task, train_set, dev_set = None, [], []
         if train is not None:
@@ -104,7 +109,8 @@ def evaluate_task(model, files: TaskFiles, calibration=None, seed: int = 0, batc
 
 
 def calibrate_task(model, files: TaskFiles, seed: int = 0, n_calibration: int = 32,
-                   n_dev: int = 32, batch_size: int = 8, progress: Progress | None = None):
+                   n_dev: int = 32, batch_size: int = 8, progress: Progress | None = None,
+                   screen: int | None = 16):
     """Search heads on train/dev, then score baseline, ACT on all heads and ACT on the searched
     heads on the eval examples. Returns (report, Calibration)."""
     from interp.steering.act_search import search_heads
@@ -113,7 +119,7 @@ def calibrate_task(model, files: TaskFiles, seed: int = 0, n_calibration: int = 
         raise InvalidInput("the head search needs a --dev FILE (its stop), disjoint from --eval")
     calibration = search_heads(model, files.task, files.train, files.dev, shots=files.shots,
                                n_calibration=n_calibration, n_dev=n_dev, seed=seed,
-                               batch_size=batch_size, data=dict(files.paths),
+                               screen=screen, batch_size=batch_size, data=dict(files.paths),
                                progress=_part(progress, 0, 4, "search"))
     run = dict(train=files.train, shots=files.shots, seed=seed, batch_size=batch_size)
     results = {}

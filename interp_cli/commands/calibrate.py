@@ -29,6 +29,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-calibration", type=int, default=32,
                         help="calibration prompts drawn from --train (default 32)")
     parser.add_argument("--n-dev", type=int, default=32, help="dev prompts used (default 32)")
+    parser.add_argument("--screen", type=int, default=16,
+                        help="heads the first-order screen keeps for the exact single-head step "
+                             "(default 16; 0: every head, slow)")
     parser.add_argument("--save", metavar="CAL.json", help="write the calibration as JSON")
     add_store_argument(parser)
 
@@ -36,8 +39,8 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from interp.errors import InvalidInput
 
-    if args.n_calibration < 1 or args.n_dev < 1:
-        raise InvalidInput("--n-calibration and --n-dev must be >= 1")
+    if args.n_calibration < 1 or args.n_dev < 1 or args.screen < 0:
+        raise InvalidInput("--n-calibration and --n-dev must be >= 1, --screen >= 0")
     check_json_path(args.json)
     check_json_path(args.save)
     files = load_files(args, need_dev=True)
@@ -50,6 +53,7 @@ def run(args) -> int:
     try:
         report, calibration = calibrate_task(model, files, seed=args.seed,
                                              n_calibration=args.n_calibration, n_dev=args.n_dev,
+                                             screen=args.screen or None,
                                              batch_size=args.batch_size, progress=bar)
     finally:
         bar.close()

@@ -42,8 +42,10 @@ def test_bad_arguments_are_refused_before_the_model_loads(files, capsys, monkeyp
         (["evaluate", "--eval", test, "--calibration", tmp / "nope.json"], "does not exist"),
         (["calibrate", "--eval", test, "--train", train, "--dev", tmp / "missing.jsonl",
           "--save", cal, "--json", out], "does not exist"),
-        (["calibrate", "--eval", test, "--train", train, "--dev", test, "--shots", "-1",
+        (["calibrate", "--eval", test, "--train", train, "--dev", train, "--shots", "-1",
           "--json", out], "--shots"),
+        (["calibrate", "--eval", test, "--train", train, "--dev", test, "--json", out],
+         "same file"),
     ]
     for argv, message in cases:
         code = main([str(a) for a in argv])
@@ -68,3 +70,24 @@ def test_evaluate_writes_the_json_contract(files, smollm2, monkeypatch, capsys):
     assert set(report["baseline"]) == set(report["calibrated"]) == {"accuracy", "ci95"}
     assert report["heads"] == [[3, 2]] and report["n"] == 2 and report["shots"] == 1
     assert "per" not in capsys.readouterr().err
+
+
+def test_calibrate_reports_all_three_and_saves_an_applicable_calibration(files, smollm2,
+                                                                         monkeypatch, tmp_path):
+    tmp, train, test = files
+    monkeypatch.setattr("interp_cli.commands.calibrate.load_from_args", lambda args: smollm2)
+    out, cal = tmp / "out.json", tmp / "cal.json"
+    assert main(["calibrate", "--train", str(train), "--dev", str(train), "--eval", str(test),
+                 "--n-calibration", "2", "--n-dev", "2", "--screen", "2", "--json", str(out), "--save", str(cal),
+                 "--store", str(tmp_path / "store.sqlite")]) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"model", "task", "n", "shots", "baseline", "calibrated", "heads", "tau",
+                           "beta", "all_heads"}
+    assert set(report["all_heads"]) == {"accuracy", "ci95"}
+    from interp.steering.act_search import Calibration
+    from interp.store import Store
+
+    saved = Calibration.load(cal)
+    assert [list(h) for h in saved.heads] == report["heads"] and saved.tau == report["tau"] == 0.1
+    assert Calibration.from_store(Store(tmp_path / "store.sqlite"),
+                                  model_id=smollm2.model_id) == saved
