@@ -78,7 +78,8 @@ def test_calibrate_reports_all_three_and_saves_an_applicable_calibration(files, 
     monkeypatch.setattr("interp_cli.commands.calibrate.load_from_args", lambda args: smollm2)
     out, cal = tmp / "out.json", tmp / "cal.json"
     assert main(["calibrate", "--train", str(train), "--dev", str(train), "--eval", str(test),
-                 "--n-calibration", "2", "--n-dev", "2", "--screen", "2", "--json", str(out), "--save", str(cal),
+                 "--n-calibration", "2", "--n-dev", "2", "--screen", "2", "--json", str(out),
+                 "--save", str(cal),
                  "--store", str(tmp_path / "store.sqlite")]) == 0
     report = json.loads(out.read_text())
     assert set(report) == {"model", "task", "n", "shots", "baseline", "calibrated", "heads", "tau",
