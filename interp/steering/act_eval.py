@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from interp.errors import InvalidInput
-from interp.tasks.icl import Accuracy, Example, ICLTask, check_labels, evaluate, load_task, sample
+from interp.tasks.icl import Accuracy, Example, ICLTask, evaluate, load_task, sample
 from kernels import AttentionEdit, SinkCalibration
 
 Progress = Callable[[float, str], None]
@@ -63,9 +63,6 @@ class TaskFiles:
         if dev is not None:
             task, dev_set = load_task(dev, task=task, **options)
         task, eval_set = load_task(eval, task=task, **options)
-        if task.name == Path(eval).name and train is not None:
-            task = ICLTask(Path(train).name, task.labels, task.instruction, task.input_prefix,
-                           task.output_prefix)
         if shots and len(train_set) < shots + 1:
             raise InvalidInput(f"{shots}-shot prompts need more than {shots} train examples; "
                                f"{train} has {len(train_set)}: lower --shots")
@@ -154,5 +151,4 @@ def public(report: dict) -> dict:
     return {k: v for k, v in report.items() if not k.startswith("_")}
 
 
-__all__ = ["TaskFiles", "all_heads_edit", "calibrate_task", "check_labels", "evaluate_task",
-           "public"]
+__all__ = ["TaskFiles", "all_heads_edit", "calibrate_task", "evaluate_task", "public"]

@@ -58,14 +58,19 @@ def run(args) -> int:
     finally:
         bar.close()
     run_id = calibration.save_to_store(store)
-    print_report(report, files)
-    print(f"search: {calibration.search_seconds:.0f} s; dev accuracy "
-          f"{calibration.baseline_dev_accuracy:.3f} -> {calibration.dev_accuracy:.3f} on "
-          f"{calibration.data['n_dev']} dev prompts")
-    print(f"calibration stored as run {run_id} in {store.path}")
+    to_stdout = str(args.json) != "-"          # else stdout carries the JSON alone
+    print_report(report, files, None if to_stdout else sys.stderr)
+
+    def say(text: str) -> None:
+        print(text, file=sys.stdout if to_stdout else sys.stderr)
+
+    say(f"search: {calibration.search_seconds:.0f} s; dev accuracy "
+        f"{calibration.baseline_dev_accuracy:.3f} -> {calibration.dev_accuracy:.3f} on "
+        f"{calibration.data['n_dev']} dev prompts")
+    say(f"calibration stored as run {run_id} in {store.path}")
     if args.save:
         calibration.save(args.save)
-        print(f"calibration written to {args.save}")
+        say(f"calibration written to {args.save}")
     if args.json:
         if str(args.json) == "-":
             json.dump(public(report), sys.stdout, indent=2)

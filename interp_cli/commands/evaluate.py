@@ -61,9 +61,11 @@ def add_arguments(parser) -> None:
                         help="an ACT calibration written by `interp calibrate --save`")
 
 
-def print_report(report: dict, files) -> None:
+def print_report(report: dict, files, file=None) -> None:
+    """The report as text (to stderr when the JSON goes to stdout)."""
+    out = {"file": file} if file is not None else {}
     print(f"{report['model']} on {report['task']}: {report['n']} examples, "
-          f"{report['shots']}-shot, labels {list(files.task.labels)}")
+          f"{report['shots']}-shot, labels {list(files.task.labels)}", **out)
     for name in ("baseline", "all_heads", "calibrated"):
         block = report.get(name)
         if not block:
@@ -73,10 +75,10 @@ def print_report(report: dict, files) -> None:
         per_class = ", ".join(f"{label} {c['correct']}/{c['n']} (predicted {c['predicted']})"
                               for label, c in counts.items())
         print(f"  {name:<11} accuracy {block['accuracy']:.3f}  95% CI [{low:.3f}, {high:.3f}]"
-              f"  {per_class}")
+              f"  {per_class}", **out)
     if report.get("tau") is not None:
         heads = ", ".join(f"{l}.{h}" for l, h in report["heads"]) or "none (no head helped)"
-        print(f"  ACT heads: {heads}  (tau {report['tau']}, beta {report['beta']})")
+        print(f"  ACT heads: {heads}  (tau {report['tau']}, beta {report['beta']})", **out)
 
 
 def run(args) -> int:
@@ -98,7 +100,7 @@ def run(args) -> int:
         report = evaluate_task(model, files, calibration, args.seed, args.batch_size, bar)
     finally:
         bar.close()
-    print_report(report, files)
+    print_report(report, files, sys.stderr if str(args.json) == "-" else None)
     if args.json:
         if str(args.json) == "-":
             json.dump(public(report), sys.stdout, indent=2)
