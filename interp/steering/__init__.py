@@ -20,6 +20,6 @@ from interp.steering.act_search import Calibration, search_heads
 from interp.steering.edits import build_edit, pasta_highlight, scale_heads, token_spans
 from interp.steering.generate import compare, generate
 
-__all__ = ["Calibration", "Continuation", "Generation", "act_calibration", "build_edit", "calibrated_sinks",
-           "compare", "find_sinks", "generate", "pasta_highlight", "scale_heads", "search_heads",
+__all__ = ["Calibration", "Continuation", "Generation", "act_calibration", "build_edit",
+           "calibrated_sinks", "compare", "find_sinks", "generate", "pasta_highlight", "scale_heads", "search_heads",
            "token_spans"]
