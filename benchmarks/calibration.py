@@ -121,7 +121,13 @@ def _write(results: dict, out: str) -> None:
         "# ACT on SST-2 (issue 12)\n\nAccuracy in % with the Wilson 95% interval, on a seeded "
         "draw of SST-2 test examples (disjoint from the train split the calibration prompts and "
         "every demonstration come from, and from the dev split the search stops on). Machine: "
-        f"{results['machine']}.\n\n" + "\n".join(rows) + "\n\nCommands:\n\n" + commands + "\n")
+        f"{results['machine']}.\n\n" + "\n".join(rows) + "\n\nCommands:\n\n" + commands + "\n"
+        + (f"\n## Notes\n\n{results['notes']}\n" if results.get("notes") else ""))
+
+
+def render(out: str = "calibration") -> None:
+    """Re-write the markdown from the JSON (after editing its "notes")."""
+    _write(json.loads((RESULTS / f"{out}.json").read_text()), out)
 
 
 if __name__ == "__main__":
