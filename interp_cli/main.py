@@ -17,7 +17,8 @@ import sys
 from interp.errors import InterpError
 
 # Order is the order `interp --help` shows them in.
-COMMANDS = ["models", "load", "runs", "scan", "steer", "dashboard", "safety", "patch", "circuit", "sae"]
+COMMANDS = ["models", "load", "runs", "scan", "steer", "dashboard", "safety", "patch", "circuit",
+            "sae", "calibrate", "evaluate"]
 
 DESCRIPTION = """\
 An attention-interpretability workbench.
