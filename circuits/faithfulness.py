@@ -135,11 +135,12 @@ def faithfulness_curve(runner: CircuitRunner, scores: torch.Tensor, k_percents=K
         curve.append({"k_percent": p, "k": k, "faithfulness": value})
         randoms = [(runner.metric(graph.random_edges(k, generator)) - m_empty) / gap
                    for _ in range(n_random)]
-        random_curve.append({"k_percent": p, "k": k, "faithfulness": sum(randoms) / len(randoms)})
+        if randoms:  # n_random = 0: no random baseline (e.g. computed once for several methods)
+            random_curve.append({"k_percent": p, "k": k, "faithfulness": sum(randoms) / len(randoms)})
         if progress:
             progress((number + 1) / len(k_percents), f"faithfulness at {p}% of edges")
     cpr, cmd = curve_areas(curve)
-    random_cpr, random_cmd = curve_areas(random_curve)
+    random_cpr, random_cmd = curve_areas(random_curve) if random_curve else (None, None)
     return {"faithfulness_curve": curve, "random_curve": random_curve, "cpr": cpr, "cmd": cmd,
             "random_cpr": random_cpr, "random_cmd": random_cmd, "m_model": m_model,
             "m_empty": m_empty, "n_edges": graph.n_edges, "n_random": n_random}
