@@ -28,7 +28,7 @@ from collections.abc import Callable
 import torch
 
 from circuits.graph import Graph
-from circuits.graph_hooks import check_supported, input_groups, recorder_hooks
+from circuits.graph_hooks import check_supported, input_groups
 from circuits.tasks import Task
 from interp.errors import InvalidInput
 from interp.forward import run
@@ -50,7 +50,7 @@ def curve_areas(curve: list[dict]) -> tuple[float, float]:
 
 class CircuitRunner:
     """Runs edge circuits on a task's prompts. The corrupted run's node outputs and residual
-    streams are recorded once per batch ([b, pos, n_upstream, d_model] floats: keep batches
+    streams are recorded once per batch ([n_upstream, b, pos, d_model] floats: keep batches
     small); each circuit then costs one forward per batch."""
 
     def __init__(self, model, task: Task, batch_size: int = 16):
@@ -65,24 +65,42 @@ class CircuitRunner:
             clean = task.prompts.tokens[first:first + len(rows)]
             corrupted = task.prompts.corrupted[first:first + len(rows)]
             outputs, residuals, _ = node_outputs(model, self.graph, corrupted)
-            self.batches.append((rows, clean, outputs, residuals))
+            # node first, so that the nodes a layer reads are one contiguous block
+            self.batches.append((rows, clean, outputs.permute(2, 0, 1, 3).contiguous(), residuals))
+            del outputs
 
     def metric(self, keep: torch.Tensor | None) -> float:
         """Mean metric over the prompts with the edges outside `keep` ([n_upstream, n_inputs]
         bool) corrupted; keep=None runs the model unchanged."""
         total, count = 0.0, 0
         for rows, clean, corrupt_out, corrupt_resid in self.batches:
-            hooks = [] if keep is None else self._hooks(keep, clean, corrupt_out, corrupt_resid)
+            hooks = [] if keep is None else self._hooks(keep, corrupt_out, corrupt_resid)
             with torch.no_grad():
                 logits = run(self.model, clean, hooks=hooks).float()
             total += float(self.task.metric(logits, rows).sum())
             count += len(rows)
         return total / count
 
-    def _hooks(self, keep, clean, corrupt_out, corrupt_resid) -> list:
-        graph = self.graph
-        current = torch.zeros_like(corrupt_out)
-        hooks = recorder_hooks(self.model, graph, current)
+    def _hooks(self, keep, corrupt_out, corrupt_resid) -> list:
+        """Hooks recording diff[u] = a_u(current) - a_u(corrupted) [n_up, b, pos, d] as the
+        forward goes, and editing each input group from it (module doc)."""
+        graph, model = self.graph, self.model
+        diff = torch.zeros_like(corrupt_out)
+        n_up, b, pos, d = diff.shape
+
+        def put(index, value):
+            width = value.shape[-2]
+            diff[index, :, :width] = value.detach() - corrupt_out[index, :, :width]
+
+        hooks = [("blocks.0.hook_resid_pre", lambda x, hook=None: put(0, x))]
+        for layer in range(graph.n_layers):
+            w_o = model.bridge.blocks[layer].attn.W_O.detach()
+            first = graph.head_index(layer, 0)
+            hooks.append((f"blocks.{layer}.attn.hook_z", lambda z, hook=None, w_o=w_o, first=first: put(
+                slice(first, first + graph.n_heads),
+                torch.einsum("bphe,hed->hbpd", z.detach(), w_o.to(z.dtype)))))
+            hooks.append((f"blocks.{layer}.hook_mlp_out",
+                          lambda out, hook=None, i=graph.mlp_index(layer): put(i, out)))
         readable = graph.n_readable
         for name, indices, slot in input_groups(graph):
             n_read = int(readable[indices[0]])
@@ -91,19 +109,24 @@ class CircuitRunner:
                 continue  # every edge in: the input is the current run's
             from_corrupted = int(kept.sum()) * 2 < kept.numel()
             chosen = kept if from_corrupted else ~kept
-            senders = chosen.any(1).nonzero().squeeze(1)  # upstream nodes that matter here
-            weights = chosen[senders].float()  # [n_senders, group]
+            senders = chosen.any(1).nonzero().squeeze(1)
+            sparse = len(senders) * 4 < n_read
+            weights = (chosen[senders] if sparse else chosen).float().T.contiguous()  # [group, n]
 
-            def edit(x, hook=None, senders=senders, weights=weights, slot=slot,
-                     from_corrupted=from_corrupted):
+            def edit(x, hook=None, senders=senders, sparse=sparse, weights=weights, slot=slot,
+                     from_corrupted=from_corrupted, n_read=n_read):
                 width = x.shape[1]
-                diff = current[:, :width, senders] - corrupt_out[:, :width, senders]
-                change = torch.einsum("bpud,ug->bpgd", diff, weights)  # [b, pos, group, d]
-                if x.ndim == 3:
-                    change = change[:, :, 0]
                 if from_corrupted:
                     base = corrupt_resid[:, :width, slot]
                     base = base[:, :, None].expand_as(x) if x.ndim == 4 else base
+                if len(senders) == 0:  # no edge of the circuit reaches this input
+                    return base.to(x.dtype).clone()
+                source = diff[senders] if sparse else diff[:n_read]  # [n, b, pos, d]
+                change = (weights @ source.reshape(source.shape[0], -1)).view(-1, b, pos, d)
+                change = change[:, :, :width].permute(1, 2, 0, 3)  # [b, width, group, d]
+                if x.ndim == 3:
+                    change = change[:, :, 0]
+                if from_corrupted:
                     return (base + change).to(x.dtype)
                 return (x - change).to(x.dtype)
 

@@ -13,6 +13,8 @@ from circuits.tasks import task_split
 from interp.forward import run
 from interp.patching.attribution import correlation
 
+torch.set_num_threads(1)  # 2 cores shared by several sessions
+
 
 @pytest.fixture(scope="module")
 def ioi_eap(smollm2):
@@ -25,8 +27,9 @@ def ioi_eap(smollm2):
 def test_empty_circuit_is_the_corrupted_run_and_full_circuit_the_model(smollm2, ioi_eap):
     discover, _, found, runner = ioi_eap
     rows = torch.arange(len(discover))
-    clean = float(discover.metric(run(smollm2, discover.prompts.tokens).float(), rows).mean())
-    corrupted = float(discover.metric(run(smollm2, discover.prompts.corrupted).float(), rows).mean())
+    with torch.no_grad():
+        clean = float(discover.metric(run(smollm2, discover.prompts.tokens).float(), rows).mean())
+        corrupted = float(discover.metric(run(smollm2, discover.prompts.corrupted).float(), rows).mean())
     assert clean - corrupted > 1.0  # IOI: the corruption removes the logit difference
     assert runner.metric(torch.zeros_like(found.graph.allowed)) == pytest.approx(corrupted, abs=1e-3)
     assert runner.metric(found.graph.allowed.clone()) == pytest.approx(clean, abs=1e-3)

@@ -15,6 +15,8 @@ from circuits.graph import Graph
 from interp.errors import InvalidInput
 from interp.tasks.pairs import pairs_prompts, read_pairs
 
+torch.set_num_threads(1)  # 2 cores shared by several sessions
+
 
 def test_graph_counts_for_a_grouped_query_model():
     graph = Graph(n_layers=30, n_heads=9, n_kv_heads=3)  # SmolLM2-135M's shape
