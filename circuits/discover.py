@@ -202,12 +202,11 @@ def check_method(method: str, task: str) -> TaskSpec:
     """The checked task for `method` (no model needed): clear errors for unknown or unsupported."""
     if method not in METHODS:
         raise InvalidInput(f"unknown method {method!r}; use one of {sorted(METHODS)}")
-    spec = check_task(task)
     supported = METHODS[method].tasks
-    if supported is not None and (spec.pairs is not None or spec.name not in supported):
+    if supported is not None and task not in supported:
         raise InvalidInput(f"method {method!r} works on {', '.join(supported)} only, not "
                            f"{task!r}; use --method eap or eap-ig for other tasks")
-    return spec
+    return check_task(task)
 
 
 def discover(model, task: str | TaskSpec, method: str = "eap-ig", progress: Progress | None = None,
