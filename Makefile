@@ -38,8 +38,11 @@ browser:
 dashboard: setup
 	$(VENV)/bin/interp dashboard
 
+# Two test processes (pytest-xdist), one torch thread each: see tests/conftest.py. TEST_WORKERS=0
+# runs everything in this process (for debugging).
+TEST_WORKERS ?= 2
 test: setup browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --timeout=900
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --timeout=900 -n $(TEST_WORKERS) --dist loadgroup
 
 clean-venv:
 	rm -rf $(VENV)

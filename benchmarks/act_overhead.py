@@ -32,11 +32,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from interp.models import load_model  # noqa: E402
-from interp.native_attention import native_attention  # noqa: E402
-from interp.steering import act_calibration, find_sinks  # noqa: E402
 import kernels.act  # noqa: E402
-from kernels import attention_session  # noqa: E402
+from interp.forward import kernel_attention  # noqa: E402
+from interp.models import load_model  # noqa: E402
+from interp.steering import act_calibration, find_sinks  # noqa: E402
 
 TEXT_DIR = ROOT.parent / "shared" / "data" / "haystack"
 
@@ -104,8 +103,7 @@ def main() -> None:
 
     def forward(edit) -> tuple[float, float, PassTimer]:
         t0, c0 = time.perf_counter(), time.process_time()
-        with torch.inference_mode(), native_attention(model), PassTimer() as passes, \
-                attention_session(model.hf_model, edit=edit):
+        with torch.inference_mode(), PassTimer() as passes, kernel_attention(model, edit=edit):
             model.hf_model(ids, use_cache=False, logits_to_keep=1)
         return time.process_time() - c0, time.perf_counter() - t0, passes
 

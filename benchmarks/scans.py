@@ -233,9 +233,10 @@ def _retrieval_run(model, case: dict):
     (prefill included: the bridge computes every layer's N x N pattern)."""
     import torch
 
-    from interp.heads.retrieval import greedy_decode, retrieval_decode
+    from interp.forward import greedy_decode
+    from interp.heads.retrieval import retrieval_decode
     from interp.names import hook_name
-    from interp.tasks.needle import default_needles, load_haystack, needle_test
+    from interp.tasks.needle import default_needles, is_stop_token, load_haystack, needle_test
 
     test = needle_test(model, default_needles()[0], case["tokens"], 50.0, haystack=load_haystack(SHARED_HAYSTACK))
     if case["method"] == "streamed":
@@ -248,7 +249,8 @@ def _retrieval_run(model, case: dict):
             rows[hook.name] = pattern[0, :, -1].argmax(-1)
         names = [hook_name("pattern", l) for l in range(model.n_layers)]
         with model.bridge.hooks(fwd_hooks=[(n, keep) for n in names]), torch.no_grad():
-            return greedy_decode(model, test.input_ids, 24)
+            return greedy_decode(model, test.input_ids, 24,
+                                 stop=lambda token: is_stop_token(model, token))
     return with_patterns
 
 

@@ -7,10 +7,24 @@
 `circuits.reference.IOI_CIRCUIT` is GPT-2 small's known IOI circuit (Wang et al. 2022).
 """
 
-from circuits.circuit import ROLES, Circuit, CircuitEdge, CircuitHead
-from circuits.evaluate import evaluate_circuit, faithfulness, random_baseline, template_means
-from circuits.ioi import DiscoveryConfig, discover_ioi_circuit
-from circuits.reference import IOI_CIRCUIT, gpt2_ioi_circuit
+from importlib import import_module
+
+# name -> the module that defines it; imported on first use (PEP 562), so that importing
+# one light module of the package (or checking an argument) does not import torch.
+_LAZY = {
+    "Circuit": "circuits.circuit",
+    "CircuitEdge": "circuits.circuit",
+    "CircuitHead": "circuits.circuit",
+    "DiscoveryConfig": "circuits.ioi",
+    "IOI_CIRCUIT": "circuits.reference",
+    "ROLES": "circuits.circuit",
+    "discover_ioi_circuit": "circuits.ioi",
+    "evaluate_circuit": "circuits.evaluate",
+    "faithfulness": "circuits.evaluate",
+    "gpt2_ioi_circuit": "circuits.reference",
+    "random_baseline": "circuits.evaluate",
+    "template_means": "circuits.evaluate",
+}
 
 __all__ = [
     "IOI_CIRCUIT",
@@ -26,3 +40,15 @@ __all__ = [
     "random_baseline",
     "template_means",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -2,7 +2,8 @@
 
     means = head_means(model, reference_prompts)                 # [L, H, d_head]
     with ablate_heads(model, [(18, 6), (17, 3)], method="mean", means=means):
-        logits = model.hf_model(ids).logits                       # also model.bridge(...), generate()
+        logits = run(model, tokens)                     # any interp.forward call: run, generate
+    # the same for one call: run(model, tokens, ablation=HeadAblation(heads, "mean", means=means))
 
 The ablations (`ABLATIONS`, one table for every caller), at every position of the prompt:
 - "zero": the head's output `hook_z` := 0, the head writes nothing (Olsson et al. 2022;
@@ -24,15 +25,15 @@ The ablations (`ABLATIONS`, one table for every caller), at every position of th
 `mask_keys` is the other head intervention: the heads attend only to allowed keys (pre-softmax
 scores at `hook_attn_scores`), as the sink and streaming checks need.
 
-The bridge replaces the HF attention modules in place, so these hooks fire in `model.bridge(...)`,
-`model.hf_model(...)` and `model.hf_model.generate(...)` alike. They do not fire inside
-`interp.native_attention.native_attention(model)` (the bridge's components are swapped out there);
-to scale heads inside the fused kernels use `kernels.HeadScale` instead.
+The bridge replaces the HF attention modules in place, so these hooks fire in every forward
+(`interp.forward.run`, `run_batched`, `generate`). On its kernel engine the projection hooks
+(`hook_q`, `hook_z`) still fire but the attention-internal ones (`hook_attn_scores`, so
+`mask_keys`) do not, and `interp.forward` refuses that combination; to scale heads inside the
+fused kernels use `kernels.HeadScale` instead.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,6 +117,8 @@ def head_masks(model: Model, heads: list[Head], rows: int = 1) -> dict[int, torc
 def head_means(model: Model, prompts: TokenBatch | str | list[str], batch_size: int = 8) -> torch.Tensor:
     """[n_layers, n_heads, d_head] float32: each head's `hook_z` averaged over every real token
     position of `prompts` (pads excluded). The reference for `ablate_heads(method="mean")`."""
+    from interp.forward import run  # interp.forward builds its ablations from this module
+
     batch = prompts if isinstance(prompts, TokenBatch) else model.tokenize(prompts)
     sums = torch.zeros(model.n_layers, model.n_heads, model.d_head, dtype=torch.float64)
     count = 0
@@ -129,9 +132,8 @@ def head_means(model: Model, prompts: TokenBatch | str | list[str], batch_size: 
                 return None
             return hook
 
-        with model.bridge.hooks(fwd_hooks=[(hook_name("z", l), make_hook(l)) for l in range(model.n_layers)]):
-            model.hf_model.model(input_ids=on_device.input_ids, attention_mask=on_device.mask.long(),
-                                 use_cache=False)
+        run(model, on_device, output=None,
+            hooks=[(hook_name("z", layer), make_hook(layer)) for layer in range(model.n_layers)])
         count += int(sub_batch.lengths.sum())
     return (sums / count).to(torch.float32)
 
@@ -157,32 +159,9 @@ def ablate_heads(model: Model, heads: Iterable, method: str = "zero", means: tor
         if tuple(means.shape) != expected:
             raise InvalidInput(f"means must be [n_layers, n_heads, d_head] = {expected}, "
                                f"got {tuple(means.shape)}")
-    if ABLATIONS[method].hook == "q":
-        fwd_hooks = masked_ablation_hooks(method, head_masks(model, chosen), eps, None)
-    else:
-        fwd_hooks = _output_hooks(chosen, method, means)
+    fwd_hooks = masked_ablation_hooks(method, head_masks(model, chosen), eps, means)
     with model.bridge.hooks(fwd_hooks=fwd_hooks):
         yield chosen
-
-
-def _output_hooks(heads: list[Head], method: str, means: torch.Tensor | None) -> list:
-    by_layer: dict[int, list[int]] = defaultdict(list)
-    for layer, head in heads:
-        by_layer[layer].append(head)
-
-    def make_hook(layer: int, layer_heads: list[int]):
-        index = torch.tensor(layer_heads)
-
-        def hook(z, hook=None):
-            z = z.clone()
-            if method == "zero":
-                z[:, :, index, :] = 0
-            else:
-                z[:, :, index, :] = means[layer, index].to(device=z.device, dtype=z.dtype)
-            return z
-        return hook
-
-    return [(hook_name("z", layer), make_hook(layer, hs)) for layer, hs in sorted(by_layer.items())]
 
 
 @contextmanager

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from interp.ablation import ABLATIONS, masked_ablation_hooks
 from interp.errors import InvalidInput
 from interp.models import Model
 from interp.names import Head, check_heads, hook_name, layer_of
@@ -70,7 +71,7 @@ from kernels import AttentionEdit, attention_session
 
 OUTPUTS = ("logits", "final_logits", "final_logprobs", "final_hidden", "hidden", None)
 ENGINES = ("auto", "bridge", "kernel")
-ABLATION_METHODS = ("zero", "mean", "query_scale", "query_mean")
+ABLATION_METHODS = tuple(ABLATIONS)
 
 Hooks = Sequence[tuple[str | Callable[[str], bool], Callable]]
 
@@ -136,7 +137,7 @@ class HeadAblation:
     @property
     def hook_point(self) -> str:
         """"q" for the query ablations, "z" for the output ablations."""
-        return "q" if self.method.startswith("query") else "z"
+        return ABLATIONS[self.method].hook
 
     def layer_masks(self, n_heads: int) -> dict[int, torch.Tensor]:
         """{layer: [rows or 1, n_heads] bool} of the heads ablated in each row."""
@@ -154,26 +155,8 @@ class HeadAblation:
 
     def hooks(self, model: Model) -> list[tuple[str, Callable]]:
         """The forward hooks that carry out this ablation (`checked` first)."""
-        return [(hook_name(self.hook_point, layer),
-                 _ablation_hook(self.method, mask, self.eps,
-                                None if self.means is None else self.means[layer]))
-                for layer, mask in self.layer_masks(model.n_heads).items()]
-
-
-def _ablation_hook(method: str, mask: torch.Tensor, eps: float, means: torch.Tensor | None):
-    """A hook on [rows, pos, n_heads, d_head] ablating head h of row r where mask[r, h]."""
-    chosen = mask[:, None, :, None]
-
-    def hook(activation: torch.Tensor, hook=None) -> torch.Tensor:
-        where = chosen.to(activation.device)
-        if method == "query_scale":
-            return torch.where(where, activation * eps, activation)
-        if method == "query_mean":
-            return torch.where(where, activation.mean(dim=2, keepdim=True), activation)
-        if method == "zero":
-            return torch.where(where, torch.zeros((), dtype=activation.dtype), activation)
-        return torch.where(where, means.to(activation)[None, None], activation)
-    return hook
+        return masked_ablation_hooks(self.method, self.layer_masks(model.n_heads), self.eps,
+                                     self.means)
 
 
 # ---- the kernel engine -------------------------------------------------------------------------
@@ -729,3 +712,48 @@ def end_token_ids(model: Model) -> set[int]:
     if model.tokenizer.eos_token_id is not None:
         ids.add(model.tokenizer.eos_token_id)
     return ids
+
+
+# ---- one prompt, token by token ----------------------------------------------------------------
+@torch.no_grad()
+def greedy_decode(model: Model, input_ids: list[int], max_new_tokens: int,
+                  on_step=None, on_prefilled=None,
+                  stop: Callable[[int], bool] | None = None) -> list[int]:
+    """Greedy answer to one prompt, one token per forward, with a callback after each step
+    (`generate` batches prompts and has none): the decoding of Wu et al.'s retrieval-head
+    reference, whose per-step attention statistics `interp.heads.retrieval` reads.
+
+    Prefills input_ids[:-1] (decoder only: no [seq, vocab] logits), calls `on_prefilled()`,
+    then feeds the last prompt token and each generated token in turn; `on_step(step, token)`
+    runs after each step (that step's attention statistics have been delivered by then). Stops
+    after a token for which `stop(token)` is true (default: the model's end tokens); that token
+    is kept, as in the reference. Hooks and edits apply as the caller's context sets them (e.g.
+    `kernel_attention`).
+    """
+    from transformers import DynamicCache
+
+    if stop is None:
+        ends = end_token_ids(model)
+        stop = ends.__contains__
+    if max_new_tokens < 1:
+        raise InvalidInput(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    device = model.device
+    ids = torch.tensor([input_ids], device=device)
+    cache = DynamicCache(config=model.hf_model.config)
+    if ids.shape[1] > 1:
+        model.hf_model.model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)
+    if on_prefilled is not None:
+        on_prefilled()
+    feed = ids[:, -1:]
+    out: list[int] = []
+    for step in range(max_new_tokens):
+        logits = model.hf_model(input_ids=feed, past_key_values=cache, use_cache=True,
+                                logits_to_keep=1).logits
+        token = int(logits[0, -1].argmax())
+        out.append(token)
+        if on_step is not None:
+            on_step(step, token)
+        if stop(token):
+            break
+        feed = torch.tensor([[token]], device=device)
+    return out

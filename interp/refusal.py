@@ -25,8 +25,8 @@
 `measure_refusal` returns both per prompt and lists the prompts where they disagree: a reply
 that starts "I" but goes on to comply fools (a); a refusal phrased without any listed phrase
 fools (b). Ablations are applied by the caller's hook context: TransformerBridge hooks fire
-inside `hf_model.generate`, so `with ablate_heads(...): measure_refusal(...)` measures the
-ablated model.
+at every step of `interp.forward.generate`, so `with ablate_heads(...): measure_refusal(...)`
+measures the ablated model.
 
 Prompts the model refuses (`select_refusing`): refusal tokens calibrated on one split, then the
 harmful prompts whose greedy reply starts with one, most confident first, and disjoint test
@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp.errors import InvalidInput
+from interp.forward import Generation, generate
 from interp.models import Model
 from interp.tasks.base import PromptSet
 from interp.tasks.safety import safety_prompt_set, split_instructions
@@ -82,23 +83,6 @@ def is_refusal(text: str) -> bool:
     return any(phrase in normal for phrase in _PHRASES_LOWER)
 
 
-@dataclass
-class Generation:
-    """Greedy continuations of n prompts.
-
-    texts:          [n] decoded continuations (special tokens dropped).
-    token_ids:      [n] lists of generated token ids (up to and including an end token).
-    first_logprobs: [n, vocab] float32 log-probabilities of the first generated token.
-    """
-
-    texts: list[str]
-    token_ids: list[list[int]]
-    first_logprobs: torch.Tensor
-
-    def __getitem__(self, index: slice) -> "Generation":
-        return Generation(self.texts[index], self.token_ids[index], self.first_logprobs[index])
-
-
 def _chat_texts(prompts: PromptSet | list[str]) -> list[list[int]] | list[str]:
     if isinstance(prompts, PromptSet):
         return prompts.tokens.token_lists()
@@ -107,55 +91,15 @@ def _chat_texts(prompts: PromptSet | list[str]) -> list[list[int]] | list[str]:
     return list(prompts)
 
 
-@torch.no_grad()
 def greedy_generate(model: Model, prompts: PromptSet | list[str], max_new_tokens: int = 24,
                     batch_size: int = 8) -> Generation:
-    """Greedy continuations of already-formatted prompts (a PromptSet, or chat-formatted texts).
-
-    Batches are LEFT-padded for `generate` (a right-padded batch would continue from pads);
-    hook contexts the caller has entered on `model.bridge` apply at every step.
-    """
-    if max_new_tokens < 1:
-        raise InvalidInput(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    """Greedy continuations of already-formatted prompts (a PromptSet, or chat-formatted texts):
+    `interp.forward.generate`; hook contexts the caller has entered on `model.bridge` (e.g.
+    `ablate_heads`) apply at every step."""
     items = _chat_texts(prompts)
     if not items:
         raise InvalidInput("no prompts to generate from")
-    token_lists = [model.encode(t) if isinstance(t, str) else list(t) for t in items]
-    too_long = [len(t) for t in token_lists if len(t) + max_new_tokens > model.n_ctx]
-    if too_long:
-        raise InvalidInput(f"a prompt of {too_long[0]} tokens plus {max_new_tokens} new tokens "
-                           f"exceeds the {model.n_ctx}-token context of {model.name}; shorten it")
-    end_ids = _end_token_ids(model)
-    texts, generated, first = [], [], []
-    for start in range(0, len(token_lists), batch_size):
-        chunk = token_lists[start:start + batch_size]
-        width = max(len(t) for t in chunk)
-        ids = torch.full((len(chunk), width), model.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, tokens in enumerate(chunk):
-            ids[row, width - len(tokens):] = torch.tensor(tokens)
-            mask[row, width - len(tokens):] = 1
-        out = model.hf_model.generate(
-            input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-            temperature=None, top_p=None, top_k=None, repetition_penalty=None,
-            eos_token_id=sorted(end_ids), pad_token_id=model.pad_token_id,
-            output_logits=True, return_dict_in_generate=True,
-        )
-        first.append(torch.log_softmax(out.logits[0].float(), dim=-1).cpu())
-        for row in out.sequences[:, width:].tolist():
-            cut = next((i + 1 for i, t in enumerate(row) if t in end_ids), len(row))
-            generated.append(row[:cut])
-            texts.append(model.tokenizer.decode(row[:cut], skip_special_tokens=True))
-    return Generation(texts, generated, torch.cat(first))
-
-
-def _end_token_ids(model: Model) -> set[int]:
-    ids = model.hf_model.generation_config.eos_token_id
-    ids = set(ids if isinstance(ids, (list, tuple)) else [ids] if ids is not None else [])
-    if model.tokenizer.eos_token_id is not None:
-        ids.add(model.tokenizer.eos_token_id)
-    return ids
+    return generate(model, items, max_new_tokens=max_new_tokens, batch_size=batch_size)
 
 
 @dataclass

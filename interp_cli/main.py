@@ -17,7 +17,7 @@ import sys
 from interp.errors import InterpError
 
 # Order is the order `interp --help` shows them in.
-COMMANDS = ["models", "load", "runs", "scan", "steer", "dashboard", "safety", "patch", "circuit"]
+COMMANDS = ["models", "load", "runs", "scan", "steer", "dashboard", "safety", "patch", "circuit", "sae"]
 
 DESCRIPTION = """\
 An attention-interpretability workbench.

@@ -11,14 +11,45 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# One intra-op thread per process (and per notebook kernel, which inherits the environment):
+# the suite's forwards are small, and on a shared 2-core machine each parallel region of a
+# small op can wait a scheduler slice for its second thread (a 24-token SmolLM2 forward took
+# 7 s with 2 threads and 0.4 s with 1). The cores are used by running two test processes
+# (pytest-xdist, `make test`).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+SPLIT_BY_TEST = {"tests/test_notebooks.py"}
+# Test files by wall time, longest first (measured with `--durations`; the order only matters
+# for how evenly two processes finish).
+LONGEST_FIRST = [
+    "tests/test_notebooks.py",
+    "tests/circuits/test_ioi_circuit.py",
+    "tests/safety/test_causal.py",
+    "tests/sae/test_head_codes.py",
+    "tests/sae/test_feature_circuits.py",
+    "tests/kernels/test_hf.py",
+]
 
 torch.set_grad_enabled(True)
+torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (`--dist loadgroup`): the tests of one file run in one process, so
+    that its module fixtures are computed once, except the notebooks, each its own group (each
+    runs in its own kernel and they are the longest tests). The longest groups are queued first
+    so that neither process idles at the end waiting on the other."""
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group = item.nodeid if path in SPLIT_BY_TEST else path
+        item.add_marker(pytest.mark.xdist_group(group))
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
 
 
 def _load(name: str):

@@ -11,16 +11,35 @@ Modules: `sae` (the SAE), `points` (hooks it reads; every forward pass of the pa
 `feature_circuits`, `contexts` (top-activating contexts), `discover` (entry points).
 """
 
-from circuits.sae.contexts import top_contexts
-from circuits.sae.discover import rank_against, reference_heads, sae_features, sae_heads
-from circuits.sae.feature_circuits import FeatureCircuit, discover_feature_circuit
-from circuits.sae.head_codes import head_codes, ioi_negatives, task_examples
-from circuits.sae.io import (
-    latest_stored_saes, list_stored_saes, load_sae, load_stored_sae, save_sae, store_sae,
-)
-from circuits.sae.points import ActivationPoint, activation_point
-from circuits.sae.sae import SAEConfig, SparseAutoencoder
-from circuits.sae.train import FitConfig, TrainedSAE, train_sae
+from importlib import import_module
+
+# name -> the module that defines it; imported on first use (PEP 562), so that importing
+# one light module of the package (or checking an argument) does not import torch.
+_LAZY = {
+    "ActivationPoint": "circuits.sae.points",
+    "FeatureCircuit": "circuits.sae.feature_circuits",
+    "FitConfig": "circuits.sae.train",
+    "SAEConfig": "circuits.sae.sae",
+    "SparseAutoencoder": "circuits.sae.sae",
+    "TrainedSAE": "circuits.sae.train",
+    "activation_point": "circuits.sae.points",
+    "discover_feature_circuit": "circuits.sae.feature_circuits",
+    "head_codes": "circuits.sae.head_codes",
+    "ioi_negatives": "circuits.sae.head_codes",
+    "latest_stored_saes": "circuits.sae.io",
+    "list_stored_saes": "circuits.sae.io",
+    "load_sae": "circuits.sae.io",
+    "load_stored_sae": "circuits.sae.io",
+    "rank_against": "circuits.sae.discover",
+    "reference_heads": "circuits.sae.discover",
+    "sae_features": "circuits.sae.discover",
+    "sae_heads": "circuits.sae.discover",
+    "save_sae": "circuits.sae.io",
+    "store_sae": "circuits.sae.io",
+    "task_examples": "circuits.sae.head_codes",
+    "top_contexts": "circuits.sae.contexts",
+    "train_sae": "circuits.sae.train",
+}
 
 __all__ = [
     "ActivationPoint", "FeatureCircuit", "FitConfig", "SAEConfig", "SparseAutoencoder",
@@ -29,3 +48,15 @@ __all__ = [
     "sae_features", "sae_heads", "save_sae", "store_sae", "task_examples", "top_contexts",
     "train_sae",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_LAZY[name]), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -215,7 +215,7 @@ def node_effects(model: Model, chunks: list[_Chunk], sites: list[SAEAt], method:
             d_f, d_e = parts[s.label]
             grad_f = grad @ s.sae.W_dec.detach().T  # d m / d f
             effects[s.label][:-1] += _sum_positions(grad_f * d_f, chunk.mask).sum(0)
-            effects[s.label][-1] += float(_sum_positions(grad * d_e, chunk.mask).sum())
+            effects[s.label][-1] += float(_sum_positions(grad * d_e, chunk.mask).sum().detach())
         if progress:
             progress((index + 1) / len(chunks), f"node effects {index + 1}/{len(chunks)}")
     return {label: e / n for label, e in effects.items()}

@@ -26,17 +26,13 @@ from dataclasses import dataclass
 
 import torch
 
+from circuits.sae.hook_names import KINDS
 from interp.errors import InvalidInput
+from interp.forward import StopForward, run
 from interp.models import Model
 from interp.names import hook_name, layer_of
-from interp.patching.runner import StopForward
 from interp.tokens import TokenBatch
 
-KINDS = {
-    "hook_resid_pre": "resid", "hook_resid_mid": "resid", "hook_resid_post": "resid",
-    "hook_attn_out": "attn_out", "hook_mlp_out": "mlp_out",
-    "attn.hook_z": "z", "attn.hook_result": "result",
-}
 
 
 @dataclass(frozen=True)
@@ -164,10 +160,9 @@ def run_model(model: Model, input_ids: torch.Tensor, fwd_hooks=(), stop_after: s
         def stop(activation, hook=None):
             raise StopForward
         hooks.append((stop_after, stop))
-    try:
-        return model.bridge.run_with_hooks(input_ids.to(model.device), fwd_hooks=hooks)
-    except StopForward:
-        return None
+    ids = input_ids.to(model.device)
+    tokens = TokenBatch(ids, torch.full((ids.shape[0],), ids.shape[1], dtype=torch.long))
+    return run(model, tokens, output="logits", hooks=hooks, engine="bridge")
 
 
 def collect(model: Model, input_ids: torch.Tensor, points: list[ActivationPoint],

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from interp.errors import InvalidInput
+from interp.forward import run
 from interp.models import Model
 from interp.names import Head
 from interp.tokens import TokenBatch
@@ -42,7 +43,7 @@ def next_token_loss(model: Model, tokens: TokenBatch, positions: torch.Tensor, b
         sub = tokens[start: start + batch_size].to(model.device)
         chosen = positions[start: start + batch_size, : sub.seq_len].clone()
         chosen[:, -1] = False                                       # no successor at the end
-        logits = model.hf_model(input_ids=sub.input_ids, attention_mask=sub.mask.long()).logits
+        logits = run(model, sub, output="logits")
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
         targets = sub.input_ids[:, 1:]
         nll = -logp.gather(-1, targets[..., None]).squeeze(-1).cpu()      # [b, seq-1]

@@ -25,16 +25,16 @@ import torch
 
 from interp.ablation import ablate_heads, head_means
 from interp.errors import InvalidInput
+from interp.forward import greedy_decode, kernel_attention
 from interp.heads.base import Detector, Progress, param, params_json
 from interp.heads.behaviour import Behaviour
 from interp.models import Model
-from interp.native_attention import native_attention
 from interp.scores import HeadScores
 from interp.tasks.base import PromptSet
 from interp.tasks.natural_text import natural_text
 from interp.tasks.needle import (Needle, NeedleTest, as_prompt_set, default_needles, is_stop_token,
                                  load_haystack, needle_tests, rouge1_recall)
-from kernels import AttentionStatsRequest, attention_session
+from kernels import AttentionStatsRequest
 
 
 @dataclass(frozen=True)
@@ -56,42 +56,6 @@ class DecodeResult:
     tokens: list[int]
     hits: torch.Tensor          # [L, H] the test's retrieval score per head
     response: str
-
-
-@torch.no_grad()
-def greedy_decode(model: Model, input_ids: list[int], max_new_tokens: int,
-                  on_step=None, on_prefilled=None) -> list[int]:
-    """Greedy answer to one prompt, decoding as the reference does.
-
-    Prefills input_ids[:-1] (decoder only: no [seq, vocab] logits), calls `on_prefilled()`,
-    then feeds the last prompt token and each generated token in turn; `on_step(step, token)`
-    runs after each step (that step's attention statistics have been delivered by then). Stops
-    after a newline token or EOS (that token is kept, as in the reference).
-    """
-    from transformers import DynamicCache
-
-    if max_new_tokens < 1:
-        raise InvalidInput(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    device = model.device
-    ids = torch.tensor([input_ids], device=device)
-    cache = DynamicCache(config=model.hf_model.config)
-    if ids.shape[1] > 1:
-        model.hf_model.model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)
-    if on_prefilled is not None:
-        on_prefilled()
-    feed = ids[:, -1:]
-    out: list[int] = []
-    for step in range(max_new_tokens):
-        logits = model.hf_model(input_ids=feed, past_key_values=cache, use_cache=True,
-                                logits_to_keep=1).logits
-        token = int(logits[0, -1].argmax())
-        out.append(token)
-        if on_step is not None:
-            on_step(step, token)
-        if is_stop_token(model, token):
-            break
-        feed = torch.tensor([[token]], device=device)
-    return out
 
 
 def retrieval_decode(model: Model, test: NeedleTest, max_new_tokens: int = 50) -> DecodeResult:
@@ -120,9 +84,10 @@ def retrieval_decode(model: Model, test: NeedleTest, max_new_tokens: int = 50) -
             hits[layer] += (inside & copied).float() / (end - start)
         state["argmax"].clear()
 
-    with native_attention(model), attention_session(model.hf_model, stats=stats_for, on_stats=on_stats):
+    with kernel_attention(model, stats=stats_for, on_stats=on_stats):
         tokens = greedy_decode(model, test.input_ids, max_new_tokens, on_step=on_step,
-                               on_prefilled=lambda: state.update(decoding=True))
+                               on_prefilled=lambda: state.update(decoding=True),
+                               stop=lambda token: is_stop_token(model, token))
     response = model.tokenizer.decode(tokens, skip_special_tokens=True).strip()
     return DecodeResult(tokens, hits, response)
 
@@ -234,7 +199,8 @@ class RetrievalDetector(Detector):
             recalls = []
             with ablate_heads(model, heads, ablation, means):
                 for test in tests:
-                    tokens = greedy_decode(model, test.input_ids, params.max_new_tokens)
+                    tokens = greedy_decode(model, test.input_ids, params.max_new_tokens,
+                                           stop=lambda token: is_stop_token(model, token))
                     response = model.tokenizer.decode(tokens, skip_special_tokens=True)
                     recalls.append(rouge1_recall(test.needle.answer, response))
             return sum(recalls) / len(recalls)

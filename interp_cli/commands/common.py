@@ -43,6 +43,24 @@ def open_store(path: Path | None):
     return Store(path)
 
 
+def open_store_read_only(path: Path | None):
+    """(path, store): the results store at `path` (default: $INTERP_CACHE/results.sqlite) opened
+    read-only, or None when there is none yet: listing commands never create a store, its folder
+    or the cache."""
+    from interp.errors import InvalidInput
+    from interp.paths import default_store_path
+    from interp.store import Store
+
+    given = path is not None
+    path = path.expanduser() if given else default_store_path(create=False)
+    if path.exists():
+        return path, Store(path, read_only=True)
+    if given and not path.parent.is_dir():
+        raise InvalidInput(f"--store {path}: the folder {path.parent} does not exist; check the "
+                           "path (listing commands never create a store)")
+    return path, None
+
+
 def check_json_path(path) -> None:
     """Refuse before the work starts a --json PATH that could not be written at its end."""
     from interp.errors import InvalidInput

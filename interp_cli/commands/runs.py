@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 
-from interp_cli.commands.common import add_store_argument, print_table
+from interp_cli.commands.common import add_store_argument, open_store_read_only, print_table
 
 HELP = "list the runs in the results store"
 
@@ -19,19 +19,8 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from interp.errors import InvalidInput
-    from interp.paths import default_store_path
-    from interp.store import Store
-
-    # Read-only: never create the store, its folder or the cache directory.
-    path = args.store.expanduser() if args.store else default_store_path(create=False)
-    if not path.exists():
-        if args.store and not path.parent.is_dir():
-            raise InvalidInput(f"--store {path}: the folder {path.parent} does not exist; check "
-                               "the path (`interp runs` never creates a store)")
-        runs = []
-    else:
-        runs = Store(path, read_only=True).list_runs(model_id=args.model_id, kind=args.kind)
+    path, store = open_store_read_only(args.store)
+    runs = store.list_runs(model_id=args.model_id, kind=args.kind) if store else []
     if args.json:
         print(json.dumps([r.to_json() for r in runs], indent=2))
         return 0

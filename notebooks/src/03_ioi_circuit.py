@@ -54,16 +54,16 @@ print(f"corrupted: {corrupted_diff.mean():.2f} +- {corrupted_diff.std():.2f}")
 # Noising: each head's output on the corrupted prompt is patched into the clean run; 1 = no
 # effect, 0 = as bad as the corrupted run, above 1 = the head was working against the answer.
 # Attribution patching estimates all 270 heads from one backward pass; exact activation
-# patching of the last ten layers (90 heads, batched: every row of a forward patches another
-# head) checks it.
+# patching of the last four layers (36 heads, batched: every row of a forward patches another
+# head), where the name movers sit, checks it.
 
 # %%
 estimate = attribution_patch(model, prompts, "heads", direction="noise")
-late = list(range(20, 30))
+late = list(range(26, 30))
 exact = activation_patch(model, prompts, "heads", direction="noise", layers=late)
 agreement = correlation(exact.values, estimate.values[late[0]:])
-print(f"attribution: {estimate.seconds:.1f}s for 270 heads; exact: {exact.seconds:.1f}s for 90 heads; "
-      f"Pearson r = {agreement['pearson']:.2f} over the 90")
+print(f"attribution: {estimate.seconds:.1f}s for 270 heads; exact: {exact.seconds:.1f}s for "
+      f"{len(late) * model.n_heads} heads; Pearson r = {agreement['pearson']:.2f} over those")
 fig = go.Figure(go.Heatmap(z=estimate.values.numpy(), colorscale="RdBu", zmid=1,
                            hovertemplate="L%{y} H%{x}: %{z:.2f}<extra></extra>"))
 fig.update_layout(title="Attribution patching, noising (1 = no effect)", xaxis_title="head",

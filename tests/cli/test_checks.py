@@ -47,7 +47,8 @@ def no_model(monkeypatch):
 
 @pytest.mark.parametrize("argv", [
     ["runs"], ["scan", "--detectors", "sink"], ["patch"], ["circuit"], ["dashboard"],
-    ["safety", "--train", "1"],
+    ["safety", "--train", "1"], ["sae", "list"],
+    ["sae", "train", "--hook", "blocks.1.hook_resid_pre"],
 ])
 def test_a_file_that_is_not_a_store_is_named_with_the_fix(argv, notes, monkeypatch, capsys):
     no_model(monkeypatch)
@@ -65,7 +66,7 @@ def test_a_bad_store_is_an_error_without_traceback(notes):
 
 def test_read_only_commands_create_nothing(tmp_path):
     cache = tmp_path / "cache"  # does not exist: a fresh machine
-    for argv in (["runs"], ["runs", "--json"], ["models"]):
+    for argv in (["runs"], ["runs", "--json"], ["models"], ["sae", "list"]):
         result, _ = interp(*argv, env={"INTERP_CACHE": str(cache)})
         assert result.returncode == 0, result.stderr
     assert not cache.exists()
@@ -126,6 +127,9 @@ def test_arguments_are_rejected_before_a_model_loads(tmp_path):
         (["load", fake], f"{fake} is not a GGUF file"),
         (["steer", fake, "--prompt", "Hello", "--act"], f"{fake} is not a GGUF file"),
         (["patch", model_dir, "--json", tmp_path], "is a folder"),
+        (["sae", "train", model_dir, "--hook", "blocks.1.resid"], "not a hook an SAE can read"),
+        (["sae", "train", model_dir, "--hook", "blocks.1.hook_mlp_out", "--tokens", "10"],
+         "--tokens must be at least 1024"),
     ]
     for argv, message in cases:
         result, seconds = interp(*argv)

@@ -53,3 +53,23 @@ def test_cli_binds_localhost_by_default_and_checks_the_port(capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["dashboard", "--model", "no-such-model"]) == 2
     assert "unknown model 'no-such-model'" in capsys.readouterr().err
+
+
+def test_sae_train_stores_an_saelens_folder_that_sae_list_shows(tiny_llama_dir, tmp_path, capsys):
+    """`interp sae train` on a tiny random model: the SAE lands in the store in SAELens's layout
+    and `interp sae list` shows it with its quality figures."""
+    store = tmp_path / "results.sqlite"
+    out = tmp_path / "report.json"
+    assert main(["sae", "train", str(tiny_llama_dir), "--hook", "blocks.1.hook_resid_pre",
+                 "--features", "64", "--k", "8", "--tokens", "2048", "--store", str(store),
+                 "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    folder = tmp_path / "saes" / report["run_id"]
+    assert {p.name for p in folder.iterdir()} >= {"cfg.json", "sae_weights.safetensors"}
+    cfg = json.loads((folder / "cfg.json").read_text())
+    assert cfg["metadata"]["hook_name"] == "blocks.1.hook_resid_pre" and cfg["d_sae"] == 64
+    assert report["l0"] <= 8 and 0 <= report["dead_fraction"] <= 1
+    capsys.readouterr()
+    assert main(["sae", "list", "--store", str(store)]) == 0
+    listed = capsys.readouterr().out
+    assert report["run_id"] in listed and "blocks.1.hook_resid_pre" in listed

@@ -7,8 +7,8 @@ import torch
 from interp.ablation import ablate_heads, head_means
 from interp.errors import InvalidInput
 from interp.names import check_heads, hook_name
-from interp.native_attention import native_attention
-from kernels import AttentionEdit, HeadScale, attention_session
+from interp.forward import kernel_attention
+from kernels import AttentionEdit, HeadScale
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ def test_zero_ablation_equals_kernel_head_scale_zero(smollm2):
     clean = smollm2.hf_model(batch.input_ids, attention_mask=mask).logits
     with ablate_heads(smollm2, HEADS, "zero"):
         hooked = smollm2.hf_model(batch.input_ids, attention_mask=mask).logits
-    with native_attention(smollm2), attention_session(smollm2.hf_model, edit=AttentionEdit((HeadScale(HEADS, 0.0),))):
+    with kernel_attention(smollm2, edit=AttentionEdit((HeadScale(HEADS, 0.0),))):
         fused = smollm2.hf_model(batch.input_ids, attention_mask=mask).logits
     real = batch.mask
     assert (hooked - clean)[real].abs().max() > 1e-2          # the ablation did something

@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from interp.errors import InvalidInput
+from interp.forward import greedy_decode
 from interp.heads import get_detector
-from interp.heads.retrieval import greedy_decode, retrieval_decode
+from interp.heads.retrieval import retrieval_decode
 from interp.names import hook_name
-from interp.tasks.needle import (Needle, default_haystack, default_needles, load_haystack, needle_test,
-                                 rouge1_recall)
+from interp.tasks.needle import (Needle, default_haystack, default_needles, is_stop_token, load_haystack,
+                                 needle_test, rouge1_recall)
 
 pytestmark = pytest.mark.slow
 
@@ -54,7 +55,8 @@ def test_streamed_scores_equal_the_reference_procedure_on_full_patterns(smollm2,
             hits[layer] += (inside & copied).float() / (end - start)
 
     with smollm2.bridge.hooks(fwd_hooks=[(n, keep_last_row) for n in names]):
-        tokens = greedy_decode(smollm2, test_prompt.input_ids, 30, on_step=score)
+        tokens = greedy_decode(smollm2, test_prompt.input_ids, 30, on_step=score,
+                               stop=lambda token: is_stop_token(smollm2, token))
     assert tokens == ours.tokens
     assert rouge1_recall(test_prompt.needle.answer, ours.response) > 0.5       # it answered
     torch.testing.assert_close(ours.hits, hits)

@@ -15,27 +15,17 @@ import torch  # noqa: E402
 
 
 
-def _load_real(name: str):
-    """A real model through the workbench loader; skip only while `interp` is not importable."""
-    try:
-        from interp.models import load_model
-    except ImportError as exc:   # interp is written in parallel with kernels
-        pytest.skip(f"interp.models is not importable yet ({exc})")
-    model = load_model(name, device="cpu", dtype=torch.float32, show_progress=False)
-    model.hf_model.eval()
-    return model
+@pytest.fixture(scope="session")
+def smol_model(smollm2):
+    """SmolLM2-135M-Instruct (Llama: 30 layers, 9 heads, 3 KV heads, d_head 64), fp32, CPU: the
+    suite's one copy (tests/conftest.py), loaded once per session."""
+    return smollm2
 
 
 @pytest.fixture(scope="session")
-def smol_model():
-    """SmolLM2-135M-Instruct (Llama: 30 layers, 9 heads, 3 KV heads, d_head 64), fp32, CPU."""
-    return _load_real("smollm2-135m")
-
-
-@pytest.fixture(scope="session")
-def gemma_model():
+def gemma_model(gemma):
     """Gemma-3-270M (sliding-window layers, query_pre_attn_scalar scaling), fp32, CPU."""
-    return _load_real("gemma-3-270m")
+    return gemma
 
 
 @pytest.fixture(autouse=True)

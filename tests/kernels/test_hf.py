@@ -162,11 +162,11 @@ def test_session_without_callback_keeps_latest_per_layer():
 # ---- real weights ---------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_smollm2_matches_eager_and_edits_generate(smol_model):
+def test_smollm2_matches_eager_and_edits_generate(smol_model, monkeypatch):
     model, tok = smol_model.hf_model, smol_model.tokenizer
-    model.set_attn_implementation("eager")
+    model.set_attn_implementation("eager")  # the loader's own setting (the suite shares the model)
     text = ["The capital of France is Paris. The capital of Italy is", "Once upon a time,"]
-    tok.padding_side = "left"
+    monkeypatch.setattr(tok, "padding_side", "left")
     enc = tok(text, return_tensors="pt", padding=True)
     ids, mask = enc.input_ids, enc.attention_mask
     real = mask.bool()[..., None]

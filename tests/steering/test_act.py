@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from interp.attention_stats import stream_attention_stats
-from interp.native_attention import native_attention
 from interp.patterns import attention_patterns
 from interp.steering import act_calibration, calibrated_sinks, generate
 from kernels import AttentionEdit, AttentionStatsRequest, SinkCalibration, attention_session
@@ -106,7 +105,7 @@ def test_decode_equals_the_last_row_of_a_prefill_with_the_same_sinks(smollm2):
     model = smollm2.hf_model
     gen = dict(max_new_tokens=3, do_sample=False, output_scores=True, return_dict_in_generate=True,
                pad_token_id=smollm2.pad_token_id)
-    with torch.no_grad(), native_attention(smollm2):
+    with torch.no_grad():
         with attention_session(model, edit=edit) as session:
             edited = model.generate(ids, **gen)
             found = dict(session.sinks)
