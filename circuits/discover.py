@@ -33,12 +33,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
-from circuits.faithfulness import K_PERCENTS, CircuitRunner, faithfulness_curve
-from circuits.graph import Graph, parse_head
-from circuits.tasks import TaskSpec, check_task, task_split
 from interp.errors import InvalidInput
+
+# torch and the discovery modules are imported where used: the CLI reads METHODS to build its
+# options without importing torch.
 
 Progress = Callable[[float, str], None]
 
@@ -51,13 +49,14 @@ class Method:
     tasks: tuple[str, ...] | None = None  # built-in tasks it supports; None = any task
 
 
-def _heads_json(scores: torch.Tensor) -> list[dict]:
+def _heads_json(scores) -> list[dict]:
     return [{"layer": layer, "head": head, "score": round(float(scores[layer, head]), 6)}
             for layer in range(scores.shape[0]) for head in range(scores.shape[1])]
 
 
-def _curve_json(model, spec: TaskSpec, graph: Graph, scores: torch.Tensor, evaluate, options,
-                say: Progress) -> dict:
+def _curve_json(model, spec, graph, scores, evaluate, options, say: Progress) -> dict:
+    from circuits.faithfulness import K_PERCENTS, CircuitRunner, faithfulness_curve
+
     runner = CircuitRunner(model, evaluate, batch_size=options.get("batch_size", 16))
     curve = faithfulness_curve(runner, scores, options.get("k_percents", K_PERCENTS),
                                n_random=options.get("n_random", 1), seed=options.get("seed", 0),
@@ -66,8 +65,10 @@ def _curve_json(model, spec: TaskSpec, graph: Graph, scores: torch.Tensor, evalu
 
 
 def _edge_method(name: str):
-    def run(model, spec: TaskSpec, options: dict, say: Progress) -> dict:
+    def run(model, spec, options: dict, say: Progress) -> tuple:
         from circuits.eap import edge_scores
+        from circuits.graph import parse_head
+        from circuits.tasks import task_split
 
         started = time.perf_counter()
         discover_task, evaluate = task_split(model, spec, options.get("n_discover", 32),
@@ -101,8 +102,12 @@ def _edge_method(name: str):
     return run
 
 
-def path_edge_scores(graph: Graph, circuit_heads: set, head_effects: torch.Tensor) -> torch.Tensor:
-    """[n_upstream, n_inputs]: the path method's edge ranking (module doc)."""
+def path_edge_scores(graph, circuit_heads: set, head_effects):
+    """[n_upstream, n_inputs]: the path method's edge ranking (module doc), from the graph
+    (`circuits.graph.Graph`), the circuit's heads and every head's effect [n_layers, n_heads]."""
+    import torch
+
+    from circuits.graph import parse_head
     node = torch.full((graph.n_upstream,), 2.0)
     effects = head_effects / max(float(head_effects.max()), 1e-9) * 0.999
     for layer in range(graph.n_layers):
@@ -118,8 +123,12 @@ def path_edge_scores(graph: Graph, circuit_heads: set, head_effects: torch.Tenso
     return torch.minimum(node[:, None], owner[None, :]) * graph.allowed
 
 
-def _path(model, spec: TaskSpec, options: dict, say: Progress) -> dict:
+def _path(model, spec, options: dict, say: Progress) -> tuple:
+    import torch
+
+    from circuits.graph import Graph
     from circuits.ioi import DiscoveryConfig, discover_ioi_circuit
+    from circuits.tasks import task_split
 
     started = time.perf_counter()
     n_discover, n_eval = options.get("n_discover", 32), options.get("n_eval", 32)
@@ -163,7 +172,7 @@ def _path(model, spec: TaskSpec, options: dict, say: Progress) -> dict:
     return out, circuit, artifacts
 
 
-def _sae_heads(model, spec: TaskSpec, options: dict, say: Progress) -> dict:
+def _sae_heads(model, spec, options: dict, say: Progress) -> tuple:
     from circuits.sae.discover import sae_heads
 
     out = sae_heads(model, "ioi", n_prompts=options.get("n_discover", 100),
@@ -172,7 +181,7 @@ def _sae_heads(model, spec: TaskSpec, options: dict, say: Progress) -> dict:
     return out, result_circuit(out), {}
 
 
-def _sae_features(model, spec: TaskSpec, options: dict, say: Progress) -> dict:
+def _sae_features(model, spec, options: dict, say: Progress) -> tuple:
     from circuits.sae.discover import sae_features
     from circuits.sae.io import latest_stored_saes
 
@@ -198,8 +207,11 @@ METHODS: dict[str, Method] = {
 }
 
 
-def check_method(method: str, task: str) -> TaskSpec:
-    """The checked task for `method` (no model needed): clear errors for unknown or unsupported."""
+def check_method(method: str, task: str):
+    """The checked task (`circuits.tasks.TaskSpec`) for `method`, no model needed: clear errors
+    for an unknown method, a task it does not support, or a bad task file."""
+    from circuits.tasks import check_task
+
     if method not in METHODS:
         raise InvalidInput(f"unknown method {method!r}; use one of {sorted(METHODS)}")
     supported = METHODS[method].tasks
@@ -209,13 +221,13 @@ def check_method(method: str, task: str) -> TaskSpec:
     return check_task(task)
 
 
-def discover(model, task: str | TaskSpec, method: str = "eap-ig", progress: Progress | None = None,
+def discover(model, task, method: str = "eap-ig", progress: Progress | None = None,
              **options) -> dict:
     """The JSON result of `discover_circuit` (below)."""
     return discover_circuit(model, task, method, progress, **options)[0]
 
 
-def discover_circuit(model, task: str | TaskSpec, method: str = "eap-ig",
+def discover_circuit(model, task, method: str = "eap-ig",
                      progress: Progress | None = None, **options) -> tuple[dict, object, dict]:
     """Discover and evaluate `task`'s circuit with `method` (module doc). Returns (the JSON dict,
     a `circuits.circuit.Circuit` to store, {artifact name: {tensor name: tensor}}).
@@ -225,6 +237,8 @@ def discover_circuit(model, task: str | TaskSpec, method: str = "eap-ig",
     edges), batch_size (evaluation), grad_batch_size (attribution), store (SAE methods,
     path reference), path_config (extra DiscoveryConfig fields).
     """
+    from circuits.tasks import TaskSpec
+
     spec = task if isinstance(task, TaskSpec) else check_method(method, task)
     say = progress or (lambda fraction, message: None)
     started = time.perf_counter()
