@@ -1,6 +1,6 @@
 """Circuits: discovery (path patching, EAP, EAP-IG, SAE methods), the Circuit type, evaluation.
 
-    from circuits import discover
+    from circuits.discover import discover
     result = discover(model, "greater-than", "eap-ig")  # issue-13 JSON: edges, CPR, CMD, ...
 
     from circuits import discover_ioi_circuit, Circuit
@@ -21,7 +21,6 @@ _LAZY = {
     "DiscoveryConfig": "circuits.ioi",
     "IOI_CIRCUIT": "circuits.reference",
     "ROLES": "circuits.circuit",
-    "discover": "circuits.discover",
     "discover_ioi_circuit": "circuits.ioi",
     "Graph": "circuits.graph",
     "edge_scores": "circuits.eap",
@@ -40,7 +39,6 @@ __all__ = [
     "CircuitHead",
     "DiscoveryConfig",
     "Graph",
-    "discover",
     "discover_ioi_circuit",
     "edge_scores",
     "evaluate_circuit",
