@@ -105,6 +105,8 @@ def main() -> None:
                             and row["method"] != "path":
                         row["roc_auc_path_here"] = rank_against(row["_head_scores"], path_heads)["roc_auc"]
             # random edge circuits of each size, once per task (the same evaluation prompts)
+            if args.n_random < 1:
+                continue
             print(f"{model_name} {task} random ...", flush=True)
             started = time.perf_counter()
             try:
