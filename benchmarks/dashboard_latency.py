@@ -17,6 +17,15 @@
 The scans in the store are synthetic (random scores named bench_*): the latency of reading and
 drawing [30, 9] scores does not depend on their values, and the benchmark must not wait for
 real scans. Everything runs on 127.0.0.1 only.
+
+3. `--during-scan`: the same clients while a real scan runs in the server. The synthetic scores
+   are stored under the run kind "bench", so the store holds no *scan* of the model and the
+   dashboard's first run starts the standard scans (every detector but safety) in its job
+   thread, holding the model. The clients start once that scan is running. A pattern request
+   the busy model cannot serve is answered at once with "model busy" (the page retries later):
+   the answer counts as served, its latency is the answer's, and the busy answers are counted;
+   an error is an HTTP failure or a timeout. The store is read at the end to report how far
+   the scan got.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fill_store(path: Path, model_name: str, detectors: int = 5) -> str:
+def fill_store(path: Path, model_name: str, detectors: int = 5, kind: str = "scan") -> str:
     from interp.embedded import EMBEDDED_MODELS
     from interp.scores import HeadScores
     from interp.store import Store
@@ -65,7 +74,7 @@ def fill_store(path: Path, model_name: str, detectors: int = 5) -> str:
     generator = torch.Generator().manual_seed(0)
     for i in range(detectors):
         scores = torch.rand(30, 9, generator=generator)
-        with store.run("scan", model_id, {"detector": f"bench_{i}"}, "bench") as run:
+        with store.run(kind, model_id, {"detector": f"bench_{i}"}, "bench") as run:
             run.add_scores(HeadScores(f"bench_{i}", scores, model_id, {"n": i}, "bench"))
     return model_id
 
@@ -157,10 +166,12 @@ def find_outputs(base: str) -> None:
 RETRY_S = 3.0  # the head page's retry interval while the model is busy (dcc.Interval)
 
 
-def run_clients(base: str, model_id: str, clients: int, per_client: int) -> dict:
+def run_clients(base: str, model_id: str, clients: int, per_client: int,
+                retry_busy: bool = True) -> dict:
     """Each client sends its requests one after another, as one open page would. A pattern
     request answered "model busy" is sent again after RETRY_S, as the page does, until the
-    pattern comes: its latency is the time until the user sees the pattern."""
+    pattern comes: its latency is the time until the user sees the pattern. With retry_busy
+    False (a scan holds the model) the busy answer is the response, counted in busy_answers."""
     results: list[tuple[str, float, bool, int]] = []  # (callback, seconds, ok, busy answers)
     lock = threading.Lock()
     barrier = threading.Barrier(clients)
@@ -178,6 +189,9 @@ def run_clients(base: str, model_id: str, clients: int, per_client: int) -> dict
                 except requests.RequestException:
                     ok = False
                 if not (ok and "model is busy" in response.text):
+                    break
+                if not retry_busy:
+                    busy += 1
                     break
                 if busy == 20:  # a minute of "busy": count it as a failure
                     ok = False
@@ -200,7 +214,7 @@ def run_clients(base: str, model_id: str, clients: int, per_client: int) -> dict
         summary[kind] = {
             "n": sum(1 for k, *_ in results if k == kind),
             "errors": sum(1 for k, _, ok, _ in results if k == kind and not ok),
-            "busy_retries": sum(b for k, _, _, b in results if k == kind),
+            "busy_retries" if retry_busy else "busy_answers": sum(b for k, _, _, b in results if k == kind),
             "p50_ms": 1000 * statistics.median(times) if times else None,
             "p95_ms": 1000 * times[min(len(times) - 1, int(0.95 * len(times)))] if times else None,
             "max_ms": 1000 * times[-1] if times else None,
@@ -208,27 +222,64 @@ def run_clients(base: str, model_id: str, clients: int, per_client: int) -> dict
     return summary
 
 
+def wait_for_scan(store_path: Path, model_id: str, timeout: float = 120.0) -> None:
+    """Block until the dashboard's first-run scan is running (a 'scan' run of the model)."""
+    from interp.store import Store
+
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        runs = Store(store_path, read_only=True).list_runs(model_id=model_id, kind="scan")
+        if any(r.status == "running" for r in runs):
+            return
+        time.sleep(0.2)
+    raise SystemExit("the dashboard's first-run scan did not start")
+
+
+def scan_state(store_path: Path, model_id: str) -> dict:
+    """{"complete": [detectors], "running": [detector (progress)]} of the first-run scan."""
+    from interp.store import Store
+
+    runs = Store(store_path, read_only=True).list_runs(model_id=model_id, kind="scan")
+    names = lambda r: ",".join(r.params.get("detectors", {}))  # noqa: E731
+    return {"complete": [names(r) for r in runs if r.status == "complete"],
+            "running": [f"{names(r)} ({r.progress:.0%})" for r in runs if r.status == "running"]}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--requests", type=int, default=15, help="requests per client")
-    parser.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "dashboard_latency.json")
+    parser.add_argument("--during-scan", action="store_true",
+                        help="run the clients while the first run's standard scans run (see 3.)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="default: benchmarks/results/dashboard_latency[_during_scan].json")
     args = parser.parse_args()
+    if args.json is None:
+        suffix = "_during_scan" if args.during_scan else ""
+        args.json = REPO / "benchmarks" / "results" / f"dashboard_latency{suffix}.json"
 
     load_before = os.getloadavg()[0]  # the machine is shared: say how busy it was
+    scan = None
     with tempfile.TemporaryDirectory(prefix="dashboard-bench-") as tmp:
         store_path = Path(tmp) / "results.sqlite"
-        model_id = fill_store(store_path, args.model)
+        model_id = fill_store(store_path, args.model, kind="bench" if args.during_scan else "scan")
         port = free_port()
         server, startup = measure_startup(store_path, args.model, port)
         try:
             base = f"http://127.0.0.1:{port}"
             find_outputs(base)
-            load = run_clients(base, model_id, args.clients, args.requests)
+            if args.during_scan:
+                wait_for_scan(store_path, model_id)
+            load = run_clients(base, model_id, args.clients, args.requests,
+                               retry_busy=not args.during_scan)
+            if args.during_scan:
+                scan = scan_state(store_path, model_id)
         finally:
             server.terminate()
             server.wait(timeout=30)
+    if scan is not None:
+        load["scan"] = scan
     report = {"startup": startup, "concurrency": load, "machine": {
         "cpus": os.cpu_count(), "platform": platform.platform(),
         "load_average_1m_before": load_before, "load_average_1m_after": os.getloadavg()[0]}}
@@ -237,12 +288,15 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs, 1-min load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")
     print(f"{load['clients']} clients, {load['requests']} requests in {load['wall_s']:.1f} s")
-    print(f"{'callback':<14}{'n':>5}{'errors':>8}{'retries':>9}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
+    print(f"{'callback':<14}{'n':>5}{'errors':>8}{'busy':>9}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     for kind in ("heatmap", "head_scores", "head_pattern"):
         row = load[kind]
         fmt = lambda v: f"{v:10.1f}" if v is not None else f"{'-':>10}"  # noqa: E731
-        print(f"{kind:<14}{row['n']:>5}{row['errors']:>8}{row['busy_retries']:>9}"
+        busy = row.get("busy_retries", row.get("busy_answers"))
+        print(f"{kind:<14}{row['n']:>5}{row['errors']:>8}{busy:>9}"
               f"{fmt(row['p50_ms'])}{fmt(row['p95_ms'])}{fmt(row['max_ms'])}")
+    if scan is not None:
+        print(f"scan during the load: {scan}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2))
     return 0 if all(load[k]["errors"] == 0 for k in ("heatmap", "head_scores", "head_pattern")) else 1

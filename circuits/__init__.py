@@ -10,7 +10,7 @@
 `circuits.reference.IOI_CIRCUIT` is GPT-2 small's known IOI circuit (Wang et al. 2022).
 """
 
-from importlib import import_module
+from interp.lazy import lazy_attributes
 
 # name -> the module that defines it; imported on first use (PEP 562), so that importing
 # one light module of the package (or checking an argument) does not import torch.
@@ -49,13 +49,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value  # later reads skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

@@ -81,6 +81,18 @@ class DiscoveryConfig:
     criteria: bool = True  # completeness and minimality too (the slow part of the evaluation)
 
 
+def trim_heads(model: Model, prompts: PromptSet, found: list[CircuitHead], budget: int,
+               trim: str = "faithfulness", batch_size: int = 16) -> list[CircuitHead]:
+    """At most `budget` of the heads the levels `found`: by "effect", the largest |path-patching
+    effect|; by "faithfulness", grown greedily on `prompts` (`_grow_by_faithfulness`)."""
+    ordered = sorted(found, key=lambda c: -abs(c.score or 0.0))
+    if len(ordered) > budget and trim == "faithfulness":
+        by_head = {(c.layer, c.head): c for c in ordered}
+        chosen = _grow_by_faithfulness(model, prompts, list(by_head), budget, batch_size)
+        ordered = [by_head[h] for h in chosen] + [c for c in ordered if (c.layer, c.head) not in chosen]
+    return ordered[:budget]
+
+
 def _grow_by_faithfulness(model: Model, prompts: PromptSet, candidates: list[tuple[int, int]],
                           budget: int, batch_size: int) -> list[tuple[int, int]]:
     """Greedy forward selection on the discovery prompts: start empty and add, `budget` times,
@@ -287,14 +299,10 @@ def discover_ioi_circuit(
             previous = found_here
 
     # Budget: if the stages found more heads than allowed, keep `budget` of them (see `trim`).
-    ordered = sorted(heads.values(), key=lambda c: -abs(c.score or 0.0))
-    if len(ordered) > budget and config.trim == "faithfulness":
-        log(f"budget {budget}: choosing {budget} of {len(ordered)} heads by faithfulness")
-        chosen = _grow_by_faithfulness(model, prompts, [(c.layer, c.head) for c in ordered],
-                                       budget, config.batch_size)
-        ordered = [heads[h] for h in chosen] + [c for c in ordered if (c.layer, c.head) not in chosen]
-    kept = ordered[:budget]
-    dropped = [f"{c.layer}.{c.head}" for c in ordered[budget:]]
+    if len(heads) > budget:
+        log(f"budget {budget}: choosing {budget} of {len(heads)} heads by {config.trim}")
+    kept = trim_heads(model, prompts, list(heads.values()), budget, config.trim, config.batch_size)
+    dropped = [f"{c.layer}.{c.head}" for c in heads.values() if c not in kept]
     if dropped:
         log(f"budget {budget}: dropped {dropped}")
     kept_set = {(c.layer, c.head) for c in kept}

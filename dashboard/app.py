@@ -32,15 +32,22 @@ ROUTES["/"] = ROUTES["/heads"]
 FRAME_IDS = {"page", "model-badge"} | {nav_id(page) for page in PAGES}
 
 
-def create_app(model_name: str | None = DEFAULT_MODEL, store_path=None, *, model=None) -> Dash:
+def create_app(model_name: str | None = DEFAULT_MODEL, store_path=None, *, model=None,
+               first_run: bool = True) -> Dash:
     """The dashboard app.
 
     model_name: loaded in the background at start (None: load nothing until the user picks).
     store_path: the results store (default: $INTERP_CACHE/results.sqlite).
     model:      an already loaded `interp.Model` to use instead of loading `model_name`.
+    first_run:  start the standard scans of a loaded model the store has no scan of
+                (`dashboard.first_run`).
     """
     state = AppState(store=Store(store_path), models=ModelHolder())
     state.jobs = JobRunner(state)
+    if first_run:
+        from dashboard import first_run as first
+
+        state.models.on_ready(lambda loaded: first.start_if_needed(state, loaded))
     if model is not None:
         state.models.set_model(model)
     elif model_name:
@@ -81,6 +88,11 @@ def _register_router(app: Dash, state: AppState) -> None:
         status = state.models.status()
         if status["state"] == "ready":
             busy = f" · busy: {status['busy']}" if status["busy"] else ""
+            failure = status.get("last_failure")
+            if failure:
+                return ([html.Span("●", className="dot ready"), f" {status['name']}{busy}",
+                         html.Span(f" · loading {failure['name']} failed", className="badge-failed")],
+                        f"{status['model_id']}; loading {failure['name']} failed: {failure['error']}")
             return [html.Span("●", className="dot ready"), f" {status['name']}{busy}"], status["model_id"]
         if status["state"] == "loading":
             return [html.Span("●", className="dot loading"), f" loading {status['name']} …"], ""

@@ -69,3 +69,23 @@ def all_latest_scores(state: AppState, model_id: str) -> dict[str, tuple[HeadSco
 
 def detectors_for(state: AppState, model_id: str | None) -> list[str]:
     return state.store.detectors_for(model_id) if model_id else []
+
+
+def runs_with(state: AppState, model_id: str, detector: str) -> list[RunRecord]:
+    """Complete runs holding scores of `detector` for this model, newest first."""
+    runs = [r for r in complete_runs(state, model_id) if detector in r.detectors]
+    return sorted(runs, key=lambda r: r.finished_at or 0.0, reverse=True)
+
+
+def run_label(run: RunRecord, detector: str) -> str:
+    """"2026-12-07 15:04 · n_prompts=8, max_tokens=64 · k=5 · 3f2a…" for a run picker."""
+    import datetime
+
+    when = datetime.datetime.fromtimestamp(run.finished_at or run.created_at).strftime("%Y-%m-%d %H:%M")
+    named = run.params.get("detectors")
+    params = named.get(detector, {}) if isinstance(named, dict) else {}
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(params.items())
+                      if k in ("n_prompts", "max_tokens", "prompts", "epsilon", "windows",
+                               "context_lengths", "threshold", "seed"))
+    check = f" · check k={run.params['verify_k']}" if run.params.get("verify_k") else ""
+    return f"{when} · {shown or 'defaults'}{check} · {run.id[:8]}"

@@ -41,7 +41,7 @@ def parse_params(name: str, raw: dict) -> dict:
 
 
 def parse_verify_k(value) -> int:
-    """The causal check's k from the form: empty or 0 = no check."""
+    """The causal check's k from the form: empty or 0 = no check; bounds from the library."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return 0
     try:
@@ -50,16 +50,47 @@ def parse_verify_k(value) -> int:
         raise InvalidInput(f"causal check k: {value!r} is not a whole number (0 = no check)") from None
     if k < 0:
         raise InvalidInput("causal check k must be >= 0 (0 = no check)")
+    if k:
+        from interp.heads.verify import check_verify_options
+
+        check_verify_options(k)
     return k
 
 
-def scan_task(name: str, params: dict, verify_k: int = 0):
-    """A background-job task: `interp.heads.scan.run_scan` of one detector (and its causal
-    check when verify_k > 0) into the store, exactly as `interp scan` runs it."""
+def parse_verify_options(k, n_prompts=None, max_tokens=None, n_random=None,
+                         ablation=None) -> dict:
+    """The causal check's size from the form -> `run_scan`'s keyword arguments (empty fields:
+    the library's defaults), checked by `interp.heads.verify.check_verify_options`."""
+    from interp.heads.verify import check_verify_options
+
+    def whole(name, value):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise InvalidInput(f"causal check {name}: {value!r} is not a whole number") from None
+
+    options = {"verify_k": parse_verify_k(k), "verify_prompts": whole("n_prompts", n_prompts),
+               "verify_tokens": whole("max_tokens", max_tokens),
+               "n_random": whole("n_random", n_random) or 5, "ablation": ablation or "mean"}
+    if options["verify_k"]:
+        check_verify_options(options["verify_k"], options["ablation"], options["n_random"],
+                             options["verify_prompts"], options["verify_tokens"])
+    return options
+
+
+def scan_task(names: str | list[str], params: dict, verify_k: int = 0, **verify_options):
+    """A background-job task: `interp.heads.scan.run_scan` of the detectors `names` with
+    `params` ({name: params}; for one name, its params alone), each stored as it finishes, and
+    the causal check when verify_k > 0: the call `interp scan ... --verify K` makes."""
     from interp.heads.scan import run_scan
 
+    if isinstance(names, str):
+        names, params = [names], {names: params}
+
     def task(model, store):
-        return run_scan(model, [name], params={name: params}, verify_k=verify_k or None,
-                        store=store)
+        return run_scan(model, list(names), params=params, verify_k=verify_k or None,
+                        store=store, **verify_options)
 
     return task

@@ -57,6 +57,20 @@ class ModelHolder:
         self._error: str | None = None
         self._ready = threading.Event()
         self._busy_with = ""  # what holds `compute`, for the user
+        # The last load that failed while another model stayed loaded: {"name", "error"}.
+        self._last_failure: dict | None = None
+        self._on_ready: list[Callable[[object], None]] = []  # called with each model loaded
+
+    def on_ready(self, callback: Callable[[object], None]) -> None:
+        """Call `callback(model)` whenever a model finished loading (or was set)."""
+        self._on_ready.append(callback)
+
+    def _loaded(self, model) -> None:
+        for callback in list(self._on_ready):
+            try:
+                callback(model)
+            except Exception:  # a hook must never break loading
+                log.exception("on_ready callback failed")
 
     def load_async(self, name: str, after: threading.Event | None = None,
                    max_wait: float = 0.0) -> bool:
@@ -72,6 +86,7 @@ class ModelHolder:
             if self._state == "ready" and self._name == name:
                 return True
             self._state, self._name, self._error = "loading", name, None
+            self._last_failure = None
             self._ready.clear()
         threading.Thread(target=self._load, args=(name, after, max_wait), name=f"load-{name}",
                          daemon=True).start()
@@ -85,9 +100,16 @@ class ModelHolder:
             try:
                 model = self._loader(name)
             except Exception as exc:  # shown on the page; the server keeps running
-                log.exception("loading %s failed", name)
+                log.warning("loading %s failed: %s", name, exc)
+                error = f"{type(exc).__name__}: {exc}"
                 with self._state_lock:
-                    self._state, self._error = "failed", f"{type(exc).__name__}: {exc}"
+                    if self._model is not None:
+                        # The working model stays loaded: a bad path must not cost the user
+                        # the model they were using (nor make the picker retry the bad path).
+                        self._state, self._name, self._error = "ready", self._model.name, None
+                        self._last_failure = {"name": name, "error": error}
+                    else:
+                        self._state, self._error = "failed", error
                 self._ready.set()
                 return
             # Swap under the compute lock: a running scan keeps the model it started with.
@@ -95,20 +117,25 @@ class ModelHolder:
                 self._model, self._state = model, "ready"
             log.info("loaded %s in %.1f s", name, time.perf_counter() - start)
             self._ready.set()
+        self._loaded(model)
 
     def set_model(self, model) -> None:
         """Use an already loaded model (tests, notebooks)."""
         with self.compute, self._state_lock:
             self._model, self._name, self._state, self._error = model, model.name, "ready", None
+            self._last_failure = None
         self._ready.set()
+        self._loaded(model)
 
     def status(self) -> dict:
-        """{"state": none|loading|ready|failed, "name", "error", "model_id", "busy"}."""
+        """{"state": none|loading|ready|failed, "name", "error", "model_id", "busy",
+        "last_failure": {"name", "error"} of a failed load that left this model loaded, or None}."""
         with self._state_lock:
             model = self._model if self._state == "ready" else None
             return {"state": self._state, "name": self._name, "error": self._error,
                     "model_id": model.model_id if model is not None else None,
-                    "busy": self._busy_with if self.compute.locked() else ""}
+                    "busy": self._busy_with if self.compute.locked() else "",
+                    "last_failure": self._last_failure}
 
     @property
     def model(self):
@@ -157,6 +184,10 @@ class LRU:
         self.size, self.weigh, self.max_weight = size, weigh, max_weight
         self._items: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
 
     def get(self, key):
         with self._lock:

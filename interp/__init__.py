@@ -11,8 +11,6 @@ imported on first use (a module `__getattr__`, PEP 562), so store-only work (`in
 `interp.store`) never pays for torch.
 """
 
-from importlib import import_module
-
 from interp.errors import (
     ChecksumMismatch,
     InsufficientMemory,
@@ -22,6 +20,7 @@ from interp.errors import (
     UnknownModel,
     UnsupportedArchitecture,
 )
+from interp.lazy import lazy_attributes
 
 # Exported name -> the module that defines it, imported when the name is first read.
 _LAZY = {"Model": "interp.models", "load_model": "interp.models", "TokenBatch": "interp.tokens"}
@@ -40,13 +39,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name not in _LAZY:
-        raise AttributeError(f"module 'interp' has no attribute {name!r}")
-    value = getattr(import_module(_LAZY[name]), name)
-    globals()[name] = value  # later reads skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, globals(), _LAZY)

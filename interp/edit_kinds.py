@@ -33,16 +33,21 @@ class EditKind:
     default: float
     needs_heads: bool
     needs_phrases: bool = False
+    # (lo, hi) the number must lie in, both included: a form or CLI value outside is refused
+    # before anything runs (a scale of 1e308 overflows the attention to inf/nan).
+    bounds: tuple[float, float] = (-100.0, 100.0)
 
 
 EDIT_KINDS: dict[str, EditKind] = {
-    "scale": EditKind("scale", "scale heads (0 = ablate)", "scale", 0.0, needs_heads=True),
+    "scale": EditKind("scale", "scale heads (0 = ablate)", "scale", 0.0, needs_heads=True,
+                      bounds=(-100.0, 100.0)),
     # Zhang et al. (PASTA) scale the attention outside the phrase by alpha = 0.01.
     "pasta": EditKind("pasta", "PASTA: highlight a phrase", "alpha", 0.01, needs_heads=True,
-                      needs_phrases=True),
+                      needs_phrases=True, bounds=(0.0, 100.0)),
     # Yu et al. (ACT) scale the sinks by beta = 0.4 on heads chosen by a search (interp
     # calibrate) or named by the user; never every head with a sink.
-    "act": EditKind("act", "ACT: calibrate attention sinks", "beta", 0.4, needs_heads=True),
+    "act": EditKind("act", "ACT: calibrate attention sinks", "beta", 0.4, needs_heads=True,
+                    bounds=(0.0, 1.0)),
 }
 
 
@@ -84,6 +89,10 @@ def check_edit(kind: str, prompt: str, heads=None, strength: float | None = None
         raise InvalidInput("PASTA alpha must be > 0 (the paper uses 0.01)")
     if kind == "act" and not 0 <= strength <= 1:
         raise InvalidInput("beta must be in [0, 1] (ACT uses 0.4)")
+    lo, hi = spec.bounds
+    if not lo <= strength <= hi:
+        raise InvalidInput(f"the {spec.strength} must lie in [{lo:g}, {hi:g}], got {strength:g} "
+                           f"(usually {spec.default})")
     phrases = [phrases] if isinstance(phrases, str) else list(phrases or ())
     phrases = [p for p in phrases if p and p.strip()]
     if spec.needs_phrases:

@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,10 +136,7 @@ def cached_dir(entry: EmbeddedModel) -> Path:
 
 def is_cached(entry: EmbeddedModel) -> bool:
     """True only for a conversion that finished (the marker is written last, then renamed in)."""
-    marker = cached_dir(entry) / COMPLETE_MARKER
-    if not marker.is_file():
-        return False
-    return json.loads(marker.read_text()).get("gguf_sha256") == entry.sha256
+    return _marker_sha256(cached_dir(entry)) == entry.sha256
 
 
 def verify_package(entry: EmbeddedModel) -> str:
@@ -186,8 +184,7 @@ def ensure_converted_file(gguf_path: Path, show_progress: bool = True) -> tuple[
     """
     digest = sha256_file(gguf_path)
     target = models_dir() / f"gguf-{digest[:16]}"
-    marker = target / COMPLETE_MARKER
-    if not (marker.is_file() and json.loads(marker.read_text()).get("gguf_sha256") == digest):
+    if _marker_sha256(target) != digest:
         convert_gguf([gguf_path], target, gguf_path.stem, digest, extra={"source": str(gguf_path)},
                      show_progress=show_progress)
     return target, digest
@@ -208,12 +205,44 @@ def convert_gguf(parts: list[Path], final: Path, label: str, expected_sha256: st
     Everything is written into a temporary sibling directory that is renamed to `final` only
     after the marker file is in it, so a killed conversion leaves nothing a load would trust.
     """
+    total = sum(p.stat().st_size for p in parts)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _conversion_lock(final):
+        if _marker_sha256(final) == expected_sha256:
+            return  # another process converted it while this one waited for the lock
+        _convert_into(parts, final, label, expected_sha256, extra, show_progress, total)
+
+
+def _marker_sha256(final: Path) -> str | None:
+    marker = final / COMPLETE_MARKER
+    return json.loads(marker.read_text()).get("gguf_sha256") if marker.is_file() else None
+
+
+@contextmanager
+def _conversion_lock(final: Path):
+    """One conversion into `final`'s folder at a time across processes (two test processes, or two
+    notebooks, loading a model on a fresh machine): without it, the second to finish would
+    delete the directory the first is already loading from."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock, conversions stay atomic anyway
+        yield
+        return
+    # The lock is on the models folder itself: no lock file is left behind.
+    folder = os.open(final.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def _convert_into(parts: list[Path], final: Path, label: str, expected_sha256: str, extra: dict,
+                  show_progress: bool, total: int) -> None:
     import torch
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    total = sum(p.stat().st_size for p in parts)
-    final.parent.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         gguf = workdir / "model.gguf"

@@ -52,12 +52,21 @@ the bridge); a test checks that exactly those are the ones that do not fire.
 
 Rows are right-padded (`interp.tokens`), so real positions never see a pad; the padding mask is
 passed anyway.
+
+## Stopping a long job from outside (cooperative cancellation)
+`with stop_when(should_stop): ...` makes every forward started in that block (in this thread or
+task: a context variable, so other threads' forwards are untouched) call `should_stop()` before
+each transformer block and each linear layer in it, and between the sub-batches of `run_batched` and the chunks of
+`generate`; once it returns True the forward raises `Cancelled`. A job runner (the dashboard's)
+sets it to "was Cancel pressed?", so a scan stops within one layer's compute wherever it is, not
+only at its next progress report. `check_stop()` is the same check for loops outside a forward.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -66,6 +75,7 @@ from interp.ablation import ABLATIONS, masked_ablation_hooks
 from interp.errors import InvalidInput
 from interp.models import Model
 from interp.names import Head, check_heads, hook_name, layer_of
+from interp.store import RunCancelled
 from interp.tokens import TokenBatch
 from kernels import AttentionEdit, attention_session
 
@@ -79,6 +89,58 @@ Hooks = Sequence[tuple[str | Callable[[str], bool], Callable]]
 class StopForward(Exception):
     """Raised by a hook to end a forward once everything it needs has been recorded;
     `run` then returns None."""
+
+
+# ---- cooperative cancellation ------------------------------------------------------------------
+class Cancelled(RunCancelled):
+    """Raised inside a forward (or by `check_stop`) once the `stop_when` callable said stop.
+    A `RunCancelled`, so a store run it escapes from is recorded as cancelled, not failed."""
+
+
+_SHOULD_STOP: ContextVar[Callable[[], bool] | None] = ContextVar("interp_should_stop", default=None)
+
+
+@contextmanager
+def stop_when(should_stop: Callable[[], bool]):
+    """Within the block, forwards poll `should_stop()` before every block and raise `Cancelled`
+    once it returns True (nested blocks: either one stopping stops). Context-local: forwards
+    of other threads do not see it."""
+    outer = _SHOULD_STOP.get()
+    combined = should_stop if outer is None else (lambda: outer() or should_stop())
+    token = _SHOULD_STOP.set(combined)
+    try:
+        yield
+    finally:
+        _SHOULD_STOP.reset(token)
+
+
+def check_stop() -> None:
+    """Raise `Cancelled` if the enclosing `stop_when` says stop (no-op outside one)."""
+    should_stop = _SHOULD_STOP.get()
+    if should_stop is not None and should_stop():
+        raise Cancelled("cancelled by the user")
+
+
+@contextmanager
+def _polling_stop(model: Model):
+    """While a `stop_when` is active, check it before each transformer block of `model` and
+    before each linear layer inside it (forward pre-hooks, removed on exit): on a long batch
+    one block takes seconds on a CPU, one projection a fraction of that. The check reads this
+    thread's context, so a forward of another thread that meets these hooks is not stopped."""
+    if _SHOULD_STOP.get() is None:
+        yield
+        return
+    check_stop()
+    modules = [module for block in model.bridge.blocks for module in block.modules()
+               if module is block or isinstance(module, torch.nn.Linear)]
+    unique = list({id(m): m for m in modules}.values())  # the bridge may reach a layer twice
+    handles = [module.register_forward_pre_hook(lambda module, args: check_stop())
+               for module in unique]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 # ---- head ablations ----------------------------------------------------------------------------
@@ -295,6 +357,7 @@ def _execute(model, tokens, plan, output, bwd_hooks=(), edit=None, stats=None, o
     """Run a validated call (see `run`); `cache`: a DynamicCache to fill (`encode_prefix`)."""
     tokens = tokens.to(model.device)
     with ExitStack() as stack:
+        stack.enter_context(_polling_stop(model))
         if plan.engine == "kernel":
             stack.enter_context(kernel_attention(model, edit, stats, on_stats))
         stack.enter_context(model.bridge.hooks(fwd_hooks=plan.hooks, bwd_hooks=list(bwd_hooks)))
@@ -529,6 +592,7 @@ def run_batched(model: Model, tokens: TokenBatch, *, batch_size: int = 8,
     """
     parts = []
     for start in range(0, tokens.batch_size, batch_size):
+        check_stop()
         sub = tokens[start: start + batch_size].to(model.device)
         rows = torch.arange(start, start + sub.batch_size)
         extra = dict(per_batch(sub, rows)) if per_batch is not None else {}
@@ -632,10 +696,12 @@ def generate(model: Model, prompts: str | list[str] | TokenBatch | list[list[int
     replies: dict[int, list[int]] = {}
     first: dict[int, torch.Tensor] = {}
     with ExitStack() as stack, torch.no_grad():
+        stack.enter_context(_polling_stop(model))
         if plan.engine == "kernel":
             stack.enter_context(kernel_attention(model, edit))
         stack.enter_context(model.bridge.hooks(fwd_hooks=plan.hooks))
         for chunk in chunks:
+            check_stop()
             rows, logprobs = _generate_chunk(model, [token_lists[i] for i in chunk],
                                              max_new_tokens, end_ids)
             replies.update(zip(chunk, rows))

@@ -96,9 +96,39 @@ def token_label(position: int, token: str) -> str:
     return f"{position} {shown}"
 
 
+# Past this many tokens a pattern is drawn pooled (blocks of positions, their maximum): a
+# browser draws 256 x 256 cells in well under a second, 1,000 x 1,000 labelled cells in tens.
+MAX_PATTERN_CELLS = 256
+
+
+def pool_pattern(head_pattern, max_cells: int = MAX_PATTERN_CELLS):
+    """[N, N] -> ([M, M] block maxima, block size b) with M = ceil(N / b) <= max_cells.
+
+    Max, not mean: a sink or an induction stripe one position wide stays as bright as it is;
+    a mean over a block would fade it by the block size. Cells entirely above the diagonal
+    (no query of the block sees any key of it) are NaN.
+    """
+    import torch
+
+    matrix = torch.as_tensor(head_pattern, dtype=torch.float32)
+    n = matrix.shape[-1]
+    block = max(1, math.ceil(n / max_cells))
+    if block == 1:
+        return matrix, 1
+    cells = math.ceil(n / block)
+    padded = torch.nn.functional.pad(matrix, (0, cells * block - n, 0, cells * block - n))
+    pooled = padded.view(cells, block, cells, block).amax(dim=(1, 3))
+    above = torch.ones(cells, cells, dtype=torch.bool).triu(1)
+    return pooled.masked_fill(above, float("nan")), block
+
+
 def attention_pattern_figure(tokens: Sequence[str], head_pattern, sinks: Sequence[int],
-                             title: str) -> go.Figure:
+                             title: str, max_cells: int = MAX_PATTERN_CELLS) -> go.Figure:
     """One head's [N, N] (query, key) pattern with the tokens on both axes.
+
+    Longer than `max_cells` tokens: drawn pooled (`pool_pattern`), each cell the maximum over a
+    block of queries x keys, labelled by the block's first position and token; sink blocks are
+    marked on the key axis.
 
     Sized at 14 px per token up to 400 tokens, so a few hundred tokens stay readable inside a
     scrolling box; beyond that cells shrink and every k-th label is shown. Sink keys (positions
@@ -106,6 +136,8 @@ def attention_pattern_figure(tokens: Sequence[str], head_pattern, sinks: Sequenc
     a causal query never sees them.
     """
     n = len(tokens)
+    if n > max_cells:
+        return _pooled_pattern_figure(tokens, head_pattern, sinks, title, max_cells)
     labels = [token_label(i, t) for i, t in enumerate(tokens)]
     z = _rows(head_pattern)
     for q in range(n):  # causal: keys after the query are not attention, they are absent
@@ -141,6 +173,74 @@ def attention_pattern_figure(tokens: Sequence[str], head_pattern, sinks: Sequenc
                "ticktext": [html.escape(labels[i]) for i in shown], "tickfont": {"size": 10}},
         plot_bgcolor="white", modebar={"orientation": "v"},
     )
+    return fig
+
+
+def _pooled_pattern_figure(tokens, head_pattern, sinks, title: str, max_cells: int) -> go.Figure:
+    pooled, block = pool_pattern(head_pattern, max_cells)
+    cells = pooled.shape[0]
+    n = len(tokens)
+    labels = [f"{i * block}–{min(n, (i + 1) * block) - 1} {token_label(i * block, tokens[i * block]).split(' ', 1)[1]}"
+              for i in range(cells)]
+    sink_blocks = {p // block for p in sinks}
+    key_ticks = [(f"<span style='color:{SINK_COLOUR}'><b>▼ {html.escape(lbl)}</b></span>"
+                  if i in sink_blocks else html.escape(lbl)) for i, lbl in enumerate(labels)]
+    every = max(1, math.ceil(cells / 40))
+    shown = [i for i in range(cells) if i % every == 0 or i in sink_blocks]
+    z = [[None if v is None else round(v, 5) for v in row] for row in _rows(pooled)]
+    side = 3 * cells + 300
+    fig = go.Figure(go.Heatmap(
+        z=z, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
+        colorbar={"title": {"text": "max attention"}, "thickness": 12},
+        hovertemplate="queries %{y}<br>keys %{x}<br>max attention %{z:.4f}<extra></extra>",
+        hoverongaps=False,
+    ))
+    fig.update_layout(
+        title={"text": html.escape(title) + f" — pooled: each cell is the maximum over "
+                                            f"{block} x {block} positions",
+               "x": 0.01, "xanchor": "left", "y": 0.995, "yanchor": "top", "font": {"size": 13}},
+        width=side + 260, height=side + 230, margin={"l": 170, "r": 30, "t": 190, "b": 20},
+        xaxis={"side": "top", "tickangle": -60, "tickmode": "array",
+               "tickvals": [labels[i] for i in shown], "ticktext": [key_ticks[i] for i in shown],
+               "tickfont": {"size": 10}},
+        yaxis={"title": "query", "autorange": "reversed", "tickmode": "array",
+               "tickvals": [labels[i] for i in shown],
+               "ticktext": [html.escape(labels[i]) for i in shown], "tickfont": {"size": 10}},
+        plot_bgcolor="white", modebar={"orientation": "v"},
+    )
+    return fig
+
+
+def layer_pattern_grid(layer_pattern, layer: int, n_tokens: int, max_cells: int = 64,
+                       columns: int = 3) -> go.Figure:
+    """Every head of one layer at once (CircuitsVis `attention_heads`): [n_heads, N, N] ->
+    a grid of small pattern heatmaps, pooled to at most `max_cells` per side (block maxima),
+    one shared colour scale 0..1, each titled L{layer}.H{h}."""
+    from plotly.subplots import make_subplots
+
+    n_heads = layer_pattern.shape[0]
+    rows = math.ceil(n_heads / columns)
+    fig = make_subplots(rows=rows, cols=columns, subplot_titles=[f"L{layer}.H{h}" for h in range(n_heads)],
+                        horizontal_spacing=0.04, vertical_spacing=0.06)
+    block = 1
+    for h in range(n_heads):
+        pooled, block = pool_pattern(layer_pattern[h], max_cells)
+        fig.add_trace(go.Heatmap(
+            z=[[None if v is None else round(v, 4) for v in row] for row in _rows(pooled)],
+            colorscale="Blues", zmin=0, zmax=1, showscale=h == 0, hoverongaps=False,
+            colorbar={"title": {"text": "attention"}, "thickness": 10},
+            hovertemplate=(f"L{layer}.H{h}<br>query %{{y}}<br>key %{{x}}<br>attention %{{z:.3f}}"
+                           "<extra></extra>") if block == 1 else
+                          (f"L{layer}.H{h}<br>query block %{{y}}<br>key block %{{x}} (x{block})"
+                           "<br>max attention %{z:.3f}<extra></extra>")),
+            row=h // columns + 1, col=h % columns + 1)
+    fig.update_yaxes(autorange="reversed", showticklabels=False)
+    fig.update_xaxes(showticklabels=False)
+    pooled_text = f", pooled {block} x {block}" if block > 1 else ""
+    fig.update_layout(title={"text": f"layer {layer}: every head, {n_tokens} tokens{pooled_text} "
+                                     "— rows: queries, columns: keys", "font": {"size": 13}},
+                      height=260 * rows + 80, width=260 * columns + 120,
+                      margin={"l": 20, "r": 20, "t": 80, "b": 20}, plot_bgcolor="white")
     return fig
 
 

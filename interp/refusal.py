@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import torch
 
 from interp.errors import InvalidInput
-from interp.forward import Generation, generate
+from interp.forward import Generation, generate, run_batched
 from interp.models import Model
 from interp.tasks.base import PromptSet
 from interp.tasks.safety import safety_prompt_set, split_instructions
@@ -275,14 +275,8 @@ def last_position_logprobs(model: Model, prompts: PromptSet, batch_size: int = 1
     """[n, vocab] next-token log-probabilities at each prompt's last token (active hooks apply).
     The unembedding runs at the last positions only: for Qwen's 152k vocabulary it costs as
     much as the rest of the model when applied at every position."""
-    out = []
-    for sub in prompts.tokens.chunks(batch_size):
-        sub = sub.to(model.device)
-        hidden = model.hf_model.model(input_ids=sub.input_ids, attention_mask=sub.mask.long(),
-                                      use_cache=False).last_hidden_state
-        last = hidden[torch.arange(sub.batch_size, device=hidden.device), sub.final_positions]
-        out.append(torch.log_softmax(model.hf_model.lm_head(last).float(), dim=-1).cpu())
-    return torch.cat(out)
+    return run_batched(model, prompts.tokens, batch_size=batch_size, output="final_logprobs",
+                       reduce=lambda out, sub, rows: out.cpu())
 
 
 def first_token_refusal(model: Model, prompts: PromptSet, tokens: RefusalTokens,

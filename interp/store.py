@@ -188,6 +188,43 @@ class Store:
         with self._connect() as db:
             db.execute("UPDATE runs SET cancel_requested = 1 WHERE id = ?", (run_id,))
 
+    def cancel_requested(self, run_id: str) -> bool:
+        """Has `request_cancel(run_id)` been called?"""
+        with self._connect() as db:
+            row = db.execute("SELECT cancel_requested FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return bool(row and row[0])
+
+    def delete_run(self, run_id: str) -> list[Path]:
+        """Delete a run: its rows (scores, detector results, artifacts) and the files it owns
+        (its artifact folder, and the folder its result names as "folder", relative to the
+        store's folder, e.g. an SAE's saes/<run id>/). A running run must be cancelled first.
+        Returns the folders removed."""
+        import shutil
+
+        if self.read_only:
+            raise InvalidInput(f"{self.path} is open read-only; open it writable to delete runs")
+        record = self.get_run(run_id)
+        if record.status == "running":
+            raise InvalidInput(f"run {run_id} is still running: cancel it first, then delete it")
+        folders = [self.artifact_dir / run_id]
+        named = (record.result or {}).get("folder") if isinstance(record.result, dict) else None
+        if isinstance(named, str) and named:
+            folder = (self.path.parent / named).resolve()
+            # Only a folder inside the store's folder and named after the run: never anything
+            # a malformed result could point at.
+            if folder.name == run_id and self.path.parent.resolve() in folder.parents:
+                folders.append(folder)
+        with self._connect() as db:
+            for table in ("head_scores", "detector_results", "artifacts"):
+                db.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            db.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        removed = []
+        for folder in folders:
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        return removed
+
     # ---- reading -------------------------------------------------------------------------
     def list_runs(self, model_id: str | None = None, kind: str | None = None,
                   status: str | None = None, limit: int = 200) -> list[RunRecord]:

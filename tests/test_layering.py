@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,21 @@ def test_known_exceptions_are_still_needed():
                for _, module, source, is_package in sources()}
     stale = [pair for pair in KNOWN_EXCEPTIONS if pair[1] not in imports.get(pair[0], set())]
     assert not stale, f"fixed, so delete from KNOWN_EXCEPTIONS: {stale}"
+
+
+# Calls that run a model; only `interp/forward.py` makes them (the one forward seam).
+MODEL_RUNS = re.compile(r"hf_model(\.model)?\(|hf_model\.generate\(|\.run_with_hooks\(|"
+                        r"\.run_with_cache\(|\bbridge\(")
+
+
+def test_only_interp_forward_runs_the_model():
+    offenders = []
+    for package in ("interp", "circuits", "dashboard", "interp_cli"):
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path == REPO / "interp" / "forward.py":
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if MODEL_RUNS.search(code) and not code.lstrip().startswith(('"', "'", "`")):
+                    offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "run the model through interp.forward instead:\n" + "\n".join(offenders)

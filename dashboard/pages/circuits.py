@@ -17,6 +17,7 @@ from interp.plots import effect_heatmap
 
 from dashboard import data
 from dashboard.layout import error_box, notice, query_string
+from dashboard.pages.scans import elapsed_text
 
 PATH = "/circuits"
 TITLE = "Patching & circuits"
@@ -38,6 +39,8 @@ def layout(state, query: dict) -> html.Div:
     chosen_circuit = query.get("circuit") or (circuits[0].id if circuits else None)
     return html.Div([
         html.H2("Patching & circuits"),
+        *([notice(f"deleted run {query['deleted']} and its files", id="circuits-deleted")]
+          if query.get("deleted") else []),
         html.Div([html.Code(model_id or "no runs yet")], className="subtitle"),
         dcc.Store(id="circuits-query", data={"model_id": model_id, "patch": chosen_patch,
                                              "circuit": chosen_circuit}),
@@ -48,6 +51,7 @@ def layout(state, query: dict) -> html.Div:
                 id="patch-run", options=[{"label": _label(r), "value": r.id} for r in patches],
                 value=chosen_patch, clearable=False,
                 placeholder="no patching runs for this model")], className="control wide"),
+            *_export_buttons("patch", chosen_patch),
         ], className="controls"),
         html.Div(id="patch-body"),
         html.H3("Circuit"),
@@ -56,9 +60,25 @@ def layout(state, query: dict) -> html.Div:
                 id="circuit-run", options=[{"label": _label(r), "value": r.id} for r in circuits],
                 value=chosen_circuit, clearable=False,
                 placeholder="no circuit runs for this model")], className="control wide"),
+            *_export_buttons("circuit", chosen_circuit),
         ], className="controls"),
+        dcc.Download(id="circuits-download"),
+        html.Div(id="circuits-export-message"),
         html.Div(id="circuit-body"),
     ])
+
+
+def _export_buttons(kind: str, run_id: str | None) -> list:
+    """CSV (patching only) and JSON downloads and Delete for the chosen run."""
+    if not run_id:
+        return []
+    buttons = [html.Button("JSON", id=f"{kind}-export-json", title=f"download the {kind} run as JSON")]
+    if kind == "patch":
+        buttons.insert(0, html.Button("CSV", id="patch-export-csv", title="one line per cell"))
+    buttons.append(dcc.ConfirmDialogProvider(
+        html.Button("Delete this run", className="danger"), id=f"{kind}-delete-confirm",
+        message=f"Delete this {kind} run and its files from the results store?"))
+    return buttons
 
 
 def _launch_form() -> html.Details:
@@ -126,6 +146,7 @@ def patch_jobs(state):
                 html.Div([html.Div(className="progress-fill running", style={"width": f"{percent:.1f}%"}),
                           html.Span(f"{percent:.0f}% {run.message}", className="progress-text")],
                          className="progress", role="progressbar", **{"aria-valuenow": f"{percent:.0f}"}),
+                html.Span(elapsed_text(run), className="hint elapsed"),
                 html.Button("Cancel", id={"type": "patch-cancel", "id": run.id}),
             ], className="patch-job running"))
         elif time.time() - (run.finished_at or 0) < 600:  # finished in the last 10 minutes
@@ -250,6 +271,63 @@ def circuit_view(state, query: dict):
 
 
 def register(app, state) -> None:
+    _register_exports(app, state)
+    _register_pages(app, state)
+
+
+def _register_exports(app, state) -> None:
+    """Downloads of the chosen runs (library exports) and their deletion."""
+    import json as json_module
+
+    from dash import ctx
+
+    @app.callback(Output("circuits-download", "data"),
+                  Input("patch-export-csv", "n_clicks"), Input("patch-export-json", "n_clicks"),
+                  State("circuits-query", "data"), prevent_initial_call=True)
+    def export_patch(_csv, _json, query):
+        from interp.exports import patch_result_csv
+        from interp.patching.results import PatchResult
+
+        run_id = (query or {}).get("patch")
+        if not run_id or not ctx.triggered or not ctx.triggered[0]["value"]:
+            return no_update
+        result = PatchResult.load(state.store, run_id)
+        if ctx.triggered_id == "patch-export-csv":
+            return {"content": patch_result_csv(result), "filename": f"patch-{run_id}.csv"}
+        return {"content": json_module.dumps(result.to_json(), indent=1),
+                "filename": f"patch-{run_id}.json"}
+
+    @app.callback(Output("circuits-download", "data", allow_duplicate=True),
+                  Input("circuit-export-json", "n_clicks"), State("circuits-query", "data"),
+                  prevent_initial_call=True)
+    def export_circuit(clicks, query):
+        from circuits.circuit import Circuit
+
+        run_id = (query or {}).get("circuit")
+        if not clicks or not run_id:
+            return no_update
+        return {"content": json_module.dumps(Circuit.load(state.store, run_id).to_json(), indent=1),
+                "filename": f"circuit-{run_id}.json"}
+
+    for kind in ("patch", "circuit"):
+        @app.callback(Output("circuits-export-message", "children", allow_duplicate=True),
+                      Output("url", "search", allow_duplicate=True),
+                      Input(f"{kind}-delete-confirm", "submit_n_clicks"),
+                      State("circuits-query", "data"), prevent_initial_call=True)
+        def delete(submitted, query, kind=kind):
+            run_id = (query or {}).get(kind)
+            if not submitted or not run_id:
+                return no_update, no_update
+            try:
+                state.store.delete_run(run_id)
+            except InterpError as exc:
+                return error_box(str(exc)), no_update
+            others = {k: v for k, v in (query or {}).items() if k in ("model_id", "patch", "circuit")
+                      and k != kind}
+            return no_update, query_string(**others, deleted=run_id)
+
+
+def _register_pages(app, state) -> None:
     @app.callback(Output("patch-message", "children"), Input("patch-launch", "n_clicks"),
                   State("patch-component", "value"), State("patch-method", "value"),
                   State("patch-direction", "value"), State("patch-prompts", "value"),

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dash import Input, Output, State, dcc, html, no_update
 
 from interp.errors import InterpError
-from interp.patterns import SINK_THRESHOLD, attention_patterns, sink_positions, top_attended
+from interp.patterns import (MAX_PATTERN_TOKENS, SINK_THRESHOLD, attention_patterns, sink_positions,
+                             top_attended)
 from interp.plots import attention_pattern_figure, empty_figure
 
 from dashboard import data
@@ -23,9 +24,9 @@ TITLE = "Head"
 DEFAULT_PROMPT = ("When Mary and John went to the store, John gave a drink to Mary. "
                   "When Mary and John went to the store, John gave a drink to")
 HIDDEN = {"display": "none"}
-# A pattern is drawn as N x N cells: past this many tokens the page gets slow to ship and draw
-# (notebooks can call interp.patterns.attention_pattern with up to MAX_PATTERN_TOKENS).
-MAX_SHOWN_TOKENS = 768
+# Patterns up to the library's limit; past interp.plots.MAX_PATTERN_CELLS tokens the figure is
+# pooled on the server (block maxima), so a 2,000-token pattern ships and draws in seconds.
+MAX_SHOWN_TOKENS = MAX_PATTERN_TOKENS
 
 
 def layout(state, query: dict) -> html.Div:
@@ -61,8 +62,23 @@ def layout(state, query: dict) -> html.Div:
                        className="control prompt"),
             html.Button("Show pattern", id="head-show", className="primary"),
         ], className="controls"),
+        html.Div([
+            html.Button("Pattern as .npy", id="head-export-npy",
+                        title="download this head's [N, N] pattern (numpy.load reads it)"),
+            html.Span([html.Span("copy as Python ", className="hint"),
+                       dcc.Clipboard(id="head-copy-python", className="clipboard",
+                                     title="copy the Python that computes and draws this pattern")],
+                      className="copy"),
+            dcc.Link("every head of this layer", id="head-grid-link", className="button-link",
+                     href=PATH + query_string(**{k: v for k, v in query.items() if k != "view"},
+                                              view="grid")),
+            dcc.Download(id="head-download"),
+        ], className="controls"),
+        html.Div(dcc.Graph(id="head-grid", config={"displaylogo": False}), id="head-grid-box",
+                 style={} if query.get("view") == "grid" else HIDDEN),
         dcc.Store(id="head-query", data={"model_id": model_id, "layer": layer, "head": head,
                                          "prompt": prompt, "detector": detector,
+                                         "view": query.get("view"),
                                          "layer_raw": query.get("layer"),
                                          "head_raw": query.get("head")}),
         dcc.Interval(id="head-retry", interval=3000, disabled=True),
@@ -279,8 +295,52 @@ def register(app, state) -> None:
             prompt = " "  # kept in the URL, so the page says the prompt is empty
         new = query_string(model_id=query.get("model_id"), layer=layer, head=head,
                            detector=query.get("detector"),
-                           prompt=prompt if prompt != DEFAULT_PROMPT else None)
+                           prompt=prompt if prompt != DEFAULT_PROMPT else None,
+                           view=query.get("view"))
         return no_update if new == (search or "") else new
+
+    @app.callback(Output("head-grid", "figure"), Input("head-query", "data"),
+                  Input("head-retry", "n_intervals"))
+    def grid(query, _retry):
+        from interp.plots import layer_pattern_grid
+
+        query = query or {}
+        checked, problem = _checked(query)
+        if query.get("view") != "grid" or problem:
+            return no_update
+        try:
+            pattern, _ = compute_pattern(state, query.get("prompt", DEFAULT_PROMPT), checked[0])
+        except (ModelBusy, ModelNotReady, InterpError) as exc:
+            return empty_figure(str(exc))
+        return layer_pattern_grid(pattern.pattern, pattern.layer, pattern.n_tokens)
+
+    @app.callback(Output("head-copy-python", "content"), Input("head-query", "data"))
+    def snippet(query):
+        from interp.exports import pattern_snippet
+
+        query = query or {}
+        checked, problem = _checked(query)
+        if problem:
+            return ""
+        name = state.models.status()["name"] or "smollm2-135m"
+        return pattern_snippet(name, query.get("prompt", DEFAULT_PROMPT), *checked)
+
+    @app.callback(Output("head-download", "data"), Input("head-export-npy", "n_clicks"),
+                  State("head-query", "data"), prevent_initial_call=True)
+    def export_npy(clicks, query):
+        from interp.exports import array_npy
+
+        query = query or {}
+        checked, problem = _checked(query)
+        if not clicks or problem:
+            return no_update
+        try:
+            pattern, model_id = compute_pattern(state, query.get("prompt", DEFAULT_PROMPT), checked[0])
+            head_pattern = pattern.head(checked[1])
+        except (ModelBusy, ModelNotReady, InterpError):
+            return no_update
+        filename = f"pattern-{model_id.replace('@', '-')}-L{checked[0]}H{checked[1]}.npy"
+        return dcc.send_bytes(array_npy(head_pattern), filename)
 
     @app.callback(Output("head-scores", "children"), Input("head-query", "data"))
     def scores(query):

@@ -13,7 +13,7 @@ from dash import Input, Output, State, ctx, dcc, html, no_update
 
 from interp.plots import empty_figure, head_heatmap, rank_scatter
 
-from dashboard import data
+from dashboard import data, first_run
 from dashboard.layout import error_box, notice, query_string, verify_text
 
 PATH = "/heads"
@@ -32,8 +32,18 @@ def layout(state, query: dict) -> html.Div:
     compare = query.get("compare")
     view = query.get("view") if query.get("view") in ("side", "rank") else "side"
     options = [{"label": d, "value": d} for d in detectors]
+    run_id = query.get("run")
+    runs = data.runs_with(state, model_id, detector) if model_id and detector else []
+    run_options = [{"label": data.run_label(r, detector), "value": r.id} for r in runs]
+    if run_id not in {r.id for r in runs}:
+        run_id = None
     return html.Div([
         html.H2("Heads"),
+        *([notice(f"deleted run {query['deleted']} and its files", id="heads-deleted")]
+          if query.get("deleted") else []),
+        html.Div(first_run_banner(state, model_id), id="heads-first-run"),
+        dcc.Interval(id="heads-poll", interval=2000,
+                     disabled=first_run.active_job(state, model_id) is None),
         html.Div([
             html.Label(["model", dcc.Dropdown(id="heads-model", options=model_ids, value=model_id,
                                               clearable=False)], className="control wide"),
@@ -47,9 +57,25 @@ def layout(state, query: dict) -> html.Div:
                 {"label": "side by side", "value": "side"},
                 {"label": "rank correlation", "value": "rank"}])], className="control"),
         ], className="controls"),
+        html.Div([
+            html.Label([f"run ({len(runs)} of {detector or '—'}; newest by default)",
+                        dcc.Dropdown(id="heads-run", options=run_options, value=run_id,
+                                     placeholder="newest", clearable=True)],
+                       className="control wide"),
+            html.Button("CSV", id="heads-export-csv", title="download the head scores as CSV"),
+            html.Button("JSON", id="heads-export-json", title="download scores, parameters and check as JSON"),
+            html.Span([html.Span("copy as Python ", className="hint"),
+                       dcc.Clipboard(id="heads-copy-python", title="copy the Python that reproduces this view",
+                                     className="clipboard")], className="copy"),
+            dcc.ConfirmDialogProvider(html.Button("Delete this run", id="heads-delete", className="danger"),
+                                      id="heads-delete-confirm",
+                                      message="Delete this run and its files from the results store?"),
+            dcc.Download(id="heads-download"),
+        ], className="controls"),
         dcc.Store(id="heads-query", data={"model_id": model_id, "detector": detector,
-                                          "compare": compare, "view": view}),
+                                          "compare": compare, "view": view, "run": run_id}),
         html.Div(id="heads-message"),
+        html.P(id="heads-meaning", className="meaning"),
         html.Div([
             dcc.Graph(id="heads-heatmap", className="heatmap", config={"displaylogo": False}),
             dcc.Graph(id="heads-heatmap-b", className="heatmap", style=HIDDEN,
@@ -72,6 +98,9 @@ def render(state, query: dict):
         return empty_figure("no scans yet"), no_update, HIDDEN, no_update, HIDDEN, msg, None
     available = data.detectors_for(state, model_id)
     if not available:
+        if first_run.active_job(state, model_id) is not None:
+            return (empty_figure("the standard scans are running: the first heatmap appears "
+                                 "in a few seconds"), no_update, HIDDEN, no_update, HIDDEN, None, None)
         msg = notice(["No complete scans for ", html.Code(model_id), " yet. Launch one on the ",
                       dcc.Link("Scans page", href="/scans"), "."])
         return empty_figure("no scans for this model"), no_update, HIDDEN, no_update, HIDDEN, msg, None
@@ -79,7 +108,7 @@ def render(state, query: dict):
         msg = error_box(f"no scores of detector {detector!r} for {model_id}; this model has: "
                         f"{', '.join(available)}")
         return empty_figure("unknown detector"), no_update, HIDDEN, no_update, HIDDEN, msg, None
-    scores_a, run_a = data.latest_scores(state, model_id, detector)
+    scores_a, run_a = selected_scores(state, query)
     fig_a = head_heatmap(scores_a.scores, detector)
     details = _details(scores_a, run_a, model_id)
     if not compare or compare == detector:
@@ -96,6 +125,46 @@ def render(state, query: dict):
         return fig_a, no_update, HIDDEN, _rank_figure(scores_a, scores_b), SHOWN, None, details
     fig_b = head_heatmap(scores_b.scores, compare)
     return fig_a, fig_b, SHOWN, no_update, HIDDEN, None, details
+
+
+def first_run_banner(state, model_id: str | None):
+    """What the first run is doing, while its standard scans run for this model; else None."""
+    job = first_run.active_job(state, model_id)
+    if job is None:
+        return None
+    done = set(data.detectors_for(state, model_id))
+    steps = [f"{name} ✓" if name in done else name for name in job.parts]
+    return html.Div([
+        html.B("First run: "),
+        f"the store had no scans of {model_id}, so the standard scans are running in the "
+        "background (every detector but safety, small sizes, about 3 minutes on 2 CPU cores). "
+        "Heatmaps appear here as each detector finishes: ", ", ".join(steps), ". ",
+        dcc.Link("Scans page", href="/scans"), " shows the progress and can cancel it.",
+    ], className="first-run", id="first-run-notice")
+
+
+def selected_scores(state, query: dict):
+    """(scores, run) the page shows: the run in the URL, else the newest with the detector."""
+    model_id, detector, run_id = query.get("model_id"), query.get("detector"), query.get("run")
+    if run_id:
+        run = next((r for r in data.runs_with(state, model_id, detector) if r.id == run_id), None)
+        if run is not None:
+            return data.scores_of_run(state, run.id, detector), run
+    return data.latest_scores(state, model_id, detector)
+
+
+def _selected_or_none(state, query: dict):
+    if not query.get("model_id") or not query.get("detector"):
+        return None
+    if query["detector"] not in data.detectors_for(state, query["model_id"]):
+        return None
+    return selected_scores(state, query)
+
+
+def meaning(detector: str | None) -> str:
+    from interp.heads.base import score_meaning
+
+    return f"What this score means: {score_meaning(detector)}" if detector else ""
 
 
 def _rank_figure(a, b):
@@ -189,20 +258,23 @@ def register(app, state) -> None:
     @app.callback(
         Output("url", "search", allow_duplicate=True),
         Input("heads-model", "value"), Input("heads-detector", "value"),
-        Input("heads-compare", "value"), Input("heads-view", "value"),
+        Input("heads-compare", "value"), Input("heads-view", "value"), Input("heads-run", "value"),
         State("heads-query", "data"), prevent_initial_call=True,
     )
-    def controls_to_url(model_id, detector, compare, view, shown):
+    def controls_to_url(model_id, detector, compare, view, run, shown):
         # Dash also calls this when the router inserts the controls (prevent_initial_call does
         # not cover inserted inputs); then the controls equal what the page shows: no change.
         shown = shown or {}
-        if (model_id, detector, compare, view) == (shown.get("model_id"), shown.get("detector"),
-                                                   shown.get("compare"), shown.get("view")):
+        if (model_id, detector, compare, view, run) == (
+                shown.get("model_id"), shown.get("detector"), shown.get("compare"),
+                shown.get("view"), shown.get("run")):
             return no_update
         if model_id != shown.get("model_id"):  # another model has other detectors
             detector = compare = None
+        if detector != shown.get("detector") or model_id != shown.get("model_id"):
+            run = None  # runs belong to one detector
         return query_string(model_id=model_id, detector=detector, compare=compare,
-                            view=view if compare else None)
+                            view=view if compare else None, run=run)
 
     @app.callback(
         Output("heads-heatmap", "figure"), Output("heads-heatmap-b", "figure"),
@@ -213,6 +285,83 @@ def register(app, state) -> None:
     )
     def heatmaps(query):
         return render(state, query or {})
+
+    @app.callback(Output("heads-first-run", "children"), Output("heads-detector", "options"),
+                  Output("heads-poll", "disabled"), Output("url", "search", allow_duplicate=True),
+                  Input("heads-poll", "n_intervals"), State("heads-query", "data"),
+                  prevent_initial_call=True)
+    def poll_first_run(_n, query):
+        # While the first run's scans run: list each detector as it lands; open the first.
+        query = query or {}
+        model_id = query.get("model_id")
+        available = data.detectors_for(state, model_id)
+        options = [{"label": d, "value": d} for d in available]
+        active = first_run.active_job(state, model_id) is not None
+        search = no_update
+        if available and not query.get("detector"):
+            search = query_string(model_id=model_id, detector=available[0])
+        return first_run_banner(state, model_id), options, not active, search
+
+    @app.callback(Output("heads-meaning", "children"), Output("heads-copy-python", "content"),
+                  Input("heads-query", "data"))
+    def meaning_and_snippet(query):
+        from interp.exports import heads_snippet
+
+        query = query or {}
+        detector = query.get("detector")
+        if not detector:
+            return "", ""
+        found = _selected_or_none(state, query)
+        run_id = found[1].id if found else None
+        return meaning(detector), heads_snippet(detector, run_id, state.store.path,
+                                                state.models.status()["name"])
+
+    @app.callback(Output("heads-download", "data"),
+                  Input("heads-export-csv", "n_clicks"), Input("heads-export-json", "n_clicks"),
+                  State("heads-query", "data"), prevent_initial_call=True)
+    def export(csv_clicks, json_clicks, query):
+        import json as json_module
+
+        from interp.exports import head_scores_csv, head_scores_json
+
+        if not ctx.triggered or not ctx.triggered[0]["value"]:
+            return no_update
+        found = _selected_or_none(state, query or {})
+        if found is None:
+            return no_update
+        scores, run = found
+        stem = f"{scores.detector}-{run.id}"
+        if ctx.triggered_id == "heads-export-csv":
+            return {"content": head_scores_csv(scores), "filename": f"{stem}.csv"}
+        return {"content": json_module.dumps(head_scores_json(scores, run), indent=1),
+                "filename": f"{stem}.json"}
+
+    @app.callback(Output("heads-message", "children", allow_duplicate=True),
+                  Output("url", "search", allow_duplicate=True),
+                  Input("heads-delete-confirm", "submit_n_clicks"),
+                  State("heads-query", "data"), prevent_initial_call=True)
+    def delete(submitted, query):
+        from interp.errors import InterpError
+
+        if not submitted:
+            return no_update, no_update
+        query = query or {}
+        found = _selected_or_none(state, query)
+        if found is None:
+            return error_box("no run to delete"), no_update
+        run = found[1]
+        try:
+            state.store.delete_run(run.id)
+        except InterpError as exc:
+            return error_box(str(exc)), no_update
+        state.caches["scores"].clear()
+        # The page re-renders from the URL: it carries the notice (deleted=RUN).
+        return (no_update,
+                query_string(model_id=query.get("model_id"), detector=query.get("detector")
+                             if data.runs_with(state, query.get("model_id"), query.get("detector"))
+                             else None, compare=query.get("compare"),
+                             view=query.get("view") if query.get("compare") else None,
+                             deleted=run.id))
 
     @app.callback(
         Output("url", "pathname", allow_duplicate=True), Output("url", "search", allow_duplicate=True),

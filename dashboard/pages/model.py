@@ -62,6 +62,9 @@ def layout(state, query: dict) -> html.Div:
             html.Div([html.H3("Loaded model"), html.Div(id="model-facts")], className="panel"),
             html.Div([
                 html.H3("Choose a model"),
+                html.P(["loaded now: ", html.B(status["name"] if status["state"] == "ready"
+                                               else "none", id="model-loaded-name")],
+                       className="hint"),
                 html.Label(["embedded or cached", dcc.Dropdown(id="model-choice", options=model_choices(),
                                                                value=status["name"],
                                                                clearable=False)],
@@ -90,8 +93,14 @@ def facts_view(state):
     if model is None:
         return notice("no model loaded")
     facts = model.facts()
-    return html.Table([html.Tr([html.Th(k), html.Td(str(v))]) for k, v in facts.items()],
-                      className="table facts", id="model-facts-table")
+    table = html.Table([html.Tr([html.Th(k), html.Td(str(v))]) for k, v in facts.items()],
+                       className="table facts", id="model-facts-table")
+    failure = status.get("last_failure")
+    if failure:
+        return html.Div([error_box(f"loading {failure['name']} failed: {failure['error']}. "
+                                   f"{model.name} is still loaded and in use.",
+                                   id="model-load-failed"), table])
+    return table
 
 
 def runs_view(state):
@@ -150,4 +159,6 @@ def register(app, state) -> None:
         if not clicks:
             return no_update, no_update
         message = load(state, choice, typed)
-        return message, state.models.status()["state"] != "loading"
+        # Poll until the load has ended (the refresh callback then stops polling): a load that
+        # fails at once must still show its failure.
+        return message, False

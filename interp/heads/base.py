@@ -18,6 +18,7 @@ A new detector is its module (a `Detector` subclass: `scan`, and `causal_behavio
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from collections.abc import Callable
 from typing import ClassVar
@@ -33,9 +34,75 @@ Progress = Callable[[float, str], None]
 Prompts = PromptSet | TokenBatch | list[str] | str | None
 
 
-def param(default, help: str, choices: tuple | None = None):
-    """A detector parameter: a dataclass field with help text (and allowed values) for forms."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def param(default, help: str, choices: tuple | None = None, bounds: tuple | None = None):
+    """A detector parameter: a dataclass field with help text, allowed values (`choices`) and,
+    for numbers (and each item of a tuple of numbers), `bounds` (lo, hi), both included; a
+    number without bounds of its own gets `BOUNDS[name]`."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
+                                                        "bounds": bounds})
+
+
+# Bounds of the numeric parameters every detector shares, by name (a field's own `bounds` wins).
+# They keep a typo or a hostile form value (n_prompts=1e9, epsilon=-3, a scale of 1e308) from
+# becoming a job that runs for days or a result that means nothing; the upper limits are far
+# above what a CPU scan uses, and a model's context still bounds max_tokens at scan time.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "n_prompts": (1, 4096),
+    "max_tokens": (2, 131072),
+    "batch_size": (1, 512),
+    "seed": (0, 2**31 - 1),
+    "epsilon": (0.0, 1.0),          # a share of attention mass
+    "threshold": (0.0, 1.0),
+    "later_threshold": (0.0, 1.0),
+    "rouge_threshold": (0.0, 1.0),
+    "min_queries": (1, 131072),
+    "max_listed": (0, 100_000),
+    "eps": (0.0, 1.0),              # safety's query scale
+    "sahara_steps": (0, 64),
+    "sahara_candidates": (0, 100_000),
+    "layers": (0, 1023),
+    "rows_per_forward": (1, 8192),
+}
+# What one cell of each detector's heatmap means, in one line, with the paper it follows: the
+# dashboard prints it under the heatmap, so a reader knows what a high number claims.
+SCORE_MEANINGS: dict[str, str] = {
+    "previous_token": "mean attention from each token to the token just before it; ~1 = a "
+                      "previous-token head (Olsson et al. 2022, In-context Learning and Induction "
+                      "Heads; TransformerLens detect_head)",
+    "duplicate_token": "mean attention from a repeated token to its earlier occurrences; ~1 = a "
+                       "duplicate-token head (Wang et al. 2022, Interpretability in the Wild "
+                       "(IOI); TransformerLens)",
+    "induction": "mean attention on repeated sequences to the token after the current token's "
+                 "earlier occurrence; ~1 = an induction head (Olsson et al. 2022)",
+    "sink": "alpha_1: mean attention each head gives the first token; above epsilon (0.3) = a "
+            "first-token sink (Gu et al. 2024, When Attention Sink Emerges; Xiao et al. 2023, "
+            "StreamingLLM)",
+    "retrieval": "share of needle-answer tokens the head copies from the needle while the "
+                 "model answers; above 0.1 = a retrieval head (Wu et al. 2024, Retrieval Head "
+                 "Mechanistically Explains Long-Context Factuality)",
+    "streaming": "attention mass on the sink tokens plus a recent window; high = the head "
+                 "loses little from a streaming (sink + window) cache (Xiao et al. 2024, "
+                 "DuoAttention)",
+    "safety": "KL of the next-token distribution on harmful prompts when the head's query is "
+              "scaled to ~0; high = ablating it changes refusal (Zhou et al. 2024, Ships / "
+              "Sahara: On the Role of Attention Heads in LLM Safety)",
+}
+
+
+def score_meaning(detector: str) -> str:
+    """The one-line meaning of `detector`'s score (SCORE_MEANINGS), or its description."""
+    if detector in SCORE_MEANINGS:
+        return SCORE_MEANINGS[detector]
+    from interp.heads.registry import DETECTORS
+
+    known = DETECTORS.get(detector)
+    return known.description if known is not None else ""
+
+
+# n_prompts x max_tokens at most: 2^20 tokens is about an hour of forwards for a 135M model on
+# one CPU core, and building that many prompts takes seconds (a job that cannot be cancelled
+# while it builds its prompts must not build for minutes).
+MAX_SCAN_TOKENS = 2**20
 
 
 def no_progress(fraction: float, message: str) -> None:
@@ -147,7 +214,16 @@ class Detector:
             choices = fields[key].metadata.get("choices")
             if choices and converted[key] not in choices:
                 raise InvalidInput(f"{self.name}.{key} must be one of {list(choices)}, got {value!r}")
-        return self.Params(**converted)
+            _check_bounds(self.name, key, converted[key], bounds_of(fields[key]))
+        params = self.Params(**converted)
+        n_prompts, max_tokens = getattr(params, "n_prompts", None), getattr(params, "max_tokens", None)
+        if isinstance(n_prompts, int) and isinstance(max_tokens, int) \
+                and n_prompts * max_tokens > MAX_SCAN_TOKENS:
+            raise InvalidInput(f"{self.name}: n_prompts x max_tokens = {n_prompts} x {max_tokens}"
+                               f" = {n_prompts * max_tokens} tokens, more than the bound of "
+                               f"{MAX_SCAN_TOKENS} (about an hour on a CPU); use fewer prompts or "
+                               "shorter ones")
+        return params
 
     def describe_params(self) -> list[dict]:
         """The parameters as plain data, enough to build a form: name, type, default, help."""
@@ -158,7 +234,8 @@ class Detector:
             out.append({"name": f.name, "type": _type_name(hints[f.name]),
                         "default": list(default) if isinstance(default, tuple) else default,
                         "help": f.metadata.get("help", ""),
-                        "choices": list(f.metadata["choices"]) if f.metadata.get("choices") else None})
+                        "choices": list(f.metadata["choices"]) if f.metadata.get("choices") else None,
+                        "bounds": list(bounds_of(f)) if bounds_of(f) else None})
         return out
 
     def describe(self) -> dict:
@@ -167,6 +244,28 @@ class Detector:
 
     def __repr__(self) -> str:
         return f"<detector {self.name}: {self.description}>"
+
+
+def bounds_of(field: dataclasses.Field) -> tuple | None:
+    """(lo, hi) of a parameter: its own `bounds`, else `BOUNDS[name]`, else None."""
+    return field.metadata.get("bounds") or BOUNDS.get(field.name)
+
+
+def _check_bounds(detector: str, key: str, value, bounds: tuple | None) -> None:
+    """InvalidInput naming the bound when `value` (or an item of it) is outside [lo, hi] or not
+    a finite number."""
+    if isinstance(value, bool) or value is None:
+        return
+    items = value if isinstance(value, tuple) else (value,)
+    for item in items:
+        if not isinstance(item, (int, float)):
+            return
+        if isinstance(item, float) and not math.isfinite(item):
+            raise InvalidInput(f"{detector}.{key} must be a finite number, got {item!r}")
+        if bounds is not None and not bounds[0] <= item <= bounds[1]:
+            raise InvalidInput(f"{detector}.{key} must lie in [{bounds[0]}, {bounds[1]}], got "
+                               f"{item!r}; give a value within that range (default: see "
+                               f"`interp scan --list`)")
 
 
 def params_json(params) -> dict:
@@ -224,7 +323,12 @@ def _convert(detector: str, key: str, value, hint):
                     return False
                 raise ValueError(value)
             return bool(value)
-        if hint is int and isinstance(value, float) and not value.is_integer():
+        if hint is int and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                value = float(value)  # "1e9" is a whole number too: let the bounds judge it
+        if hint is int and isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
             raise ValueError(value)
         return hint(value)
     except (TypeError, ValueError):

@@ -39,13 +39,18 @@ from kernels import AttentionStatsRequest
 
 @dataclass(frozen=True)
 class RetrievalParams:
-    context_lengths: tuple[int, ...] = param((1000, 2000), "needle-test context lengths in tokens")
-    depths: tuple[float, ...] = param((0.0, 25.0, 50.0, 75.0, 100.0), "needle depths, percent of the haystack")
-    n_needles: int = param(5, "how many of the needles to use (the project's own set has 5)")
-    max_new_tokens: int = param(50, "greedy decoding steps per test (the reference: 50)")
+    context_lengths: tuple[int, ...] = param((1000, 2000), "needle-test context lengths in tokens",
+                                             bounds=(16, 131072))
+    depths: tuple[float, ...] = param((0.0, 25.0, 50.0, 75.0, 100.0), "needle depths, percent of the haystack",
+                                      bounds=(0.0, 100.0))
+    n_needles: int = param(5, "how many of the needles to use (the project's own set has 5)",
+                           bounds=(1, 1000))
+    max_new_tokens: int = param(50, "greedy decoding steps per test (the reference: 50)",
+                                bounds=(1, 4096))
     threshold: float = param(0.1, "heads above this score are retrieval heads (Wu et al.)")
     rouge_threshold: float = param(0.5, "a test counts when the answer's ROUGE-1 recall exceeds this")
-    buffer: int = param(200, "tokens of each context length kept for question and answer (reference: 200)")
+    buffer: int = param(200, "tokens of each context length kept for question and answer (reference: 200)",
+                        bounds=(0, 131072))
     chat: str = param("auto", "wrap prompts in the chat template: auto (if the model has one), yes, no",
                       choices=("auto", "yes", "no"))
     haystack: str | None = param(None, "haystack .txt file or directory (default: the project's own essays)")

@@ -41,8 +41,10 @@ from kernels import AttentionStatsRequest
 class StreamingParams:
     n_prompts: int = param(4, "number of natural-text prompts (default prompts only)")
     max_tokens: int = param(1024, "tokens per default prompt (must exceed sink_tokens + max window)")
-    windows: tuple[int, ...] = param((64, 256), "recent-window sizes W; the score is for the first")
-    sink_tokens: int = param(4, "initial tokens every head may keep (StreamingLLM's 4 sinks)")
+    windows: tuple[int, ...] = param((64, 256), "recent-window sizes W; the score is for the first",
+                                     bounds=(1, 131072))
+    sink_tokens: int = param(4, "initial tokens every head may keep (StreamingLLM's 4 sinks)",
+                             bounds=(0, 4096))
     threshold: float = param(0.9, "a head is streaming when its sink + window mass exceeds this")
     batch_size: int = param(2, "prompts per forward pass")
 

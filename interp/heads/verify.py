@@ -58,6 +58,27 @@ def random_heads(model: Model, k: int, exclude: list[Head], n_draws: int, seed: 
             for _ in range(n_draws)]
 
 
+# The causal check's sizes, as forms and the CLI may give them: (lo, hi), both included.
+VERIFY_BOUNDS = {"k": (1, 4096), "n_random": (1, 100), "n_prompts": (1, 4096),
+                 "max_tokens": (2, 131072)}
+
+
+def check_verify_options(k: int | None, ablation: str = "mean", n_random: int = 5,
+                         n_prompts: int | None = None, max_tokens: int | None = None) -> None:
+    """Refuse causal-check sizes outside `VERIFY_BOUNDS` or an unknown ablation, naming the
+    bound; cheap, so callers run it before any model loads (None: not given / default)."""
+    if ablation not in METHODS:
+        raise InvalidInput(f"ablation must be one of {METHODS}, got {ablation!r}")
+    for name, value in (("k", k), ("n_random", n_random), ("n_prompts", n_prompts),
+                        ("max_tokens", max_tokens)):
+        if value is None:
+            continue
+        lo, hi = VERIFY_BOUNDS[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise InvalidInput(f"causal check {name} must be a whole number in [{lo}, {hi}], "
+                               f"got {value!r}")
+
+
 def verify(model: Model, scores: HeadScores, k: int = 5, ablation: str = "mean", n_random: int = 5,
            seed: int = 0, n_prompts: int | None = None, max_tokens: int | None = None,
            prompts=None, progress: Progress | None = None) -> dict:
@@ -73,8 +94,7 @@ def verify(model: Model, scores: HeadScores, k: int = 5, ablation: str = "mean",
     "top_k_effect", "random_k_effect", "ratio" (None unless random heads hurt), "claim_holds",
     "n_prompts"}.
     """
-    if ablation not in METHODS:
-        raise InvalidInput(f"ablation must be one of {METHODS}, got {ablation!r}")
+    check_verify_options(k, ablation, n_random, n_prompts, max_tokens)
     total = model.n_layers * model.n_heads
     if not 1 <= k < total:
         raise InvalidInput(f"k must be between 1 and {total - 1} for {model.name}, got {k}")

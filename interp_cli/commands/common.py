@@ -78,6 +78,17 @@ def write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
+def emit_json(path, data: dict) -> bool:
+    """Honour --json PATH: '-' prints the JSON (and the caller prints nothing else: returns
+    True), a path gets it written atomically; no --json does nothing."""
+    if path == "-":
+        print(json.dumps(data, indent=2))
+        return True
+    if path:
+        write_json(path, data)
+    return False
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))

@@ -15,7 +15,7 @@ denoising shows what one component alone restores (small for single heads under 
 from __future__ import annotations
 
 from interp_cli.commands.common import (add_model_arguments, add_store_argument, check_json_path,
-                                        load_from_args, open_store, print_table, write_json)
+                                        emit_json, load_from_args, open_store, print_table)
 
 HELP = "activation / attribution patching of heads, residual stream or MLPs on a task"
 
@@ -49,8 +49,6 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import json
-
     from interp.patching.task_run import patch_task
 
     check_json_path(args.json)
@@ -60,11 +58,8 @@ def run(args) -> int:
                                 args.direction, args.corruption, args.metric, args.n_prompts,
                                 args.seed, args.batch_size)
     data = {"run_id": run_id, **result.to_json()}
-    if args.json == "-":
-        print(json.dumps(data, indent=2))
+    if emit_json(args.json, data):
         return 0
-    if args.json:
-        write_json(args.json, data)
     print(f"{args.method} patching of {args.component} on {args.n_prompts} {args.task} prompts "
           f"({args.direction}, corruption {args.corruption}), {result.seconds:.1f}s")
     print(f"{args.metric}: clean {result.clean:.3f}, corrupted {result.corrupted:.3f} "

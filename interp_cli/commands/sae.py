@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp_cli.commands.common import (add_model_arguments, add_store_argument, check_json_path,
-                                        load_from_args, open_store, open_store_read_only, print_table,
-                                        write_json)
+                                        emit_json, load_from_args, open_store,
+                                        open_store_read_only, print_table)
 
 HELP = "train sparse autoencoders (SAELens layout) and list the trained ones"
 
@@ -74,8 +74,6 @@ def _check(args) -> None:
 
 
 def _train(args) -> int:
-    import json
-
     _check(args)
     store = open_store(args.store)
     from circuits.sae.train import train_sae
@@ -84,11 +82,8 @@ def _train(args) -> int:
     trained = train_sae(model, args.hook, head=args.head, features=args.features,
                         k=args.k or None, tokens=args.tokens, corpus=args.corpus, store=store)
     report = {"run_id": trained.run_id, "path": str(trained.path), **trained.report}
-    if args.json == "-":
-        print(json.dumps(report, indent=2))
+    if emit_json(args.json, report):
         return 0
-    if args.json:
-        write_json(args.json, report)
     print(f"SAE at {trained.point.label()}: {report['features']} features, "
           f"{report['architecture']}" + (f" k={report['k']}" if report["k"] else ""))
     for key in ("explained_variance", "l0", "dead_fraction", "loss_clean", "loss_spliced",

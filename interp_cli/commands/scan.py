@@ -1,5 +1,6 @@
 """Scan every head of a model with one or more detectors, optionally verify the top heads
-causally, store the results (one run of kind "scan") and print the top heads.
+causally, store the results (one run of kind "scan" per detector, stored as soon as that detector
+finishes, so an interrupted scan keeps what it finished) and print the top heads.
 
 Detectors: previous_token, duplicate_token, induction, sink, retrieval, streaming, safety
 (safety needs a model that refuses, e.g. qwen2.5-coder-0.5b-instruct; `interp safety` runs the
@@ -78,6 +79,11 @@ def run(args) -> int:
         overrides = detector.cli_overrides(args.prompts, args.max_tokens)
         params[detector.name] = {**overrides, **params.get(detector.name, {})}
         detector.make_params(params[detector.name])  # validate before loading the model
+    if args.verify:
+        from interp.heads.verify import check_verify_options
+
+        check_verify_options(args.verify, args.ablation, args.random_draws, args.verify_prompts,
+                             args.verify_tokens)
     check_json_path(args.json)
     store = None if args.no_store else open_store(args.store)  # a bad --store fails now too
     model = load_from_args(args)
@@ -103,8 +109,9 @@ def run(args) -> int:
     if args.json:
         write_json(args.json, scan_json(model, result.scores))
         print(f"\nJSON written to {args.json}")
-    if result.run_id:
-        print(f"stored as run {result.run_id} in {store.path}")
+    if result.run_ids:
+        runs = ", ".join(f"{run_id} ({name})" for name, run_id in result.run_ids.items())
+        print(f"stored as run{'s' if len(result.run_ids) > 1 else ''} {runs} in {store.path}")
     return 0
 
 

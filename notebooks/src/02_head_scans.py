@@ -113,7 +113,8 @@ rows
 
 # %% [markdown]
 # ## One call for the CLI, the dashboard and scripts
-# `run_scan` runs several detectors (optionally verified) as one run in the results store;
+# `run_scan` runs several detectors (optionally verified), each stored as its own run as soon as it
+# finishes (an interrupted scan keeps what it finished);
 # `scan_json` is the JSON `interp scan --json` writes.
 
 # %%
@@ -126,6 +127,6 @@ store = Store(f"{tempfile.mkdtemp()}/results.sqlite")
 result = run_scan(model, "previous_token,duplicate_token",
                   params={"previous_token": {"n_prompts": 2, "max_tokens": 64},
                           "duplicate_token": {"n_prompts": 2, "max_tokens": 64}}, store=store)
-print("stored run", result.run_id, store.list_runs()[0].detectors)
+print("stored runs", result.run_ids)
 summary = scan_json(model, result.scores)
 {name: entry["top"][:3] for name, entry in summary["detectors"].items()}

@@ -18,7 +18,7 @@ from circuits.evaluate import (
     template_means,
 )
 from circuits.head_evidence import attention_to_positions, copying_scores, direct_logit_attribution
-from circuits.ioi import DiscoveryConfig, discover_ioi_circuit
+from circuits.ioi import DiscoveryConfig, discover_ioi_circuit, trim_heads
 from interp.errors import InvalidInput
 from interp.names import hook_name
 from interp.tasks.ioi import ioi_prompts
@@ -78,14 +78,14 @@ def test_a_tight_budget_keeps_a_working_subcircuit(smollm2, discovered, eval_pro
     difference on fresh prompts is closer to the model's than the cut by path-patching effect
     (which drops the small-effect lower levels a chain needs)."""
     circuit, _ = discovered
-    trimmed = {}
+    prompts = ioi_prompts(smollm2, n=10, seed=0, corruption="abc")  # the discovery's prompts
+    gap = {}
     for trim in ("faithfulness", "effect"):
-        config = DiscoveryConfig(n_prompts=10, screen_k=10, evaluate=False, edges=False,
-                                 max_heads=4, trim=trim)
-        trimmed[trim], _ = discover_ioi_circuit(smollm2, config)
-        assert len(trimmed[trim]) == 4 and trimmed[trim].head_set <= circuit.head_set
-    gap = {trim: abs(1 - faithfulness(smollm2, eval_prompts, c, means)["faithfulness"])
-           for trim, c in trimmed.items()}
+        kept = trim_heads(smollm2, prompts, circuit.heads, budget=4, trim=trim)
+        assert len(kept) == 4 and {(c.layer, c.head) for c in kept} <= circuit.head_set
+        trimmed = Circuit(model=circuit.model, task="ioi", heads=kept,
+                          n_heads_total=circuit.n_heads_total, model_id=circuit.model_id)
+        gap[trim] = abs(1 - faithfulness(smollm2, eval_prompts, trimmed, means)["faithfulness"])
     assert gap["faithfulness"] < gap["effect"], gap
     with pytest.raises(InvalidInput, match="trim"):
         discover_ioi_circuit(smollm2, DiscoveryConfig(trim="largest"))

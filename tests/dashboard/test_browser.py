@@ -191,10 +191,12 @@ def test_model_page_lists_the_runs(dashboard, browser):
     wait_for(browser, "#circuit-graph .scatterlayer")
 
 
-def fill_scan_form(browser, values: dict) -> None:
-    """Type into the Scans page's parameter fields (text inputs and choice dropdowns)."""
+def fill_scan_form(browser, values: dict, detector: str = "previous_token") -> None:
+    """Type into the Scans page's parameter fields of `detector` (text inputs and choice
+    dropdowns)."""
     for name, value in values.items():
-        css = f"[id='{{\"name\":\"{name}\",\"type\":\"scan-param\"}}']"
+        css = (f"[id='{{\"detector\":\"{detector}\",\"name\":\"{name}\","
+               f"\"type\":\"scan-param\"}}']")
         field = wait_for(browser, css)
         if field.tag_name == "input":
             retype(field, str(value))
@@ -228,6 +230,11 @@ def run_row(browser, status: str):
     return wait_for(browser, f"#scan-runs-table tr.run.{status}", timeout=120)
 
 
+def failed_row(browser, status: str):
+    """Failed and cancelled runs are listed apart from the results."""
+    return wait_for(browser, f"#scan-failed-table tr.run.{status}", timeout=120)
+
+
 def test_a_scan_runs_in_the_background_and_can_be_cancelled(dashboard, browser, screenshot):
     base, _ = dashboard
     browser.get(f"{base}/scans?detector=previous_token")
@@ -248,7 +255,7 @@ def test_a_scan_runs_in_the_background_and_can_be_cancelled(dashboard, browser, 
     WebDriverWait(browser, 60, poll_frequency=0.2).until(lambda d: running_progress(d) > first)
     click(browser, "#scan-runs-table tr.run.running button")
     wait_for(browser, "#scan-cancelled")
-    assert "cancelled by the user" in run_row(browser, "cancelled").text
+    assert "cancelled by the user" in failed_row(browser, "cancelled").text
 
 
 def test_a_small_scan_finishes_and_lands_in_heads(dashboard, browser, screenshot):
@@ -284,7 +291,7 @@ def test_bad_scan_inputs_show_errors(dashboard, browser, screenshot):
     fill_scan_form(browser, {"n_prompts": 1, "max_tokens": 9000, "prompts": "repeated"})
     browser.find_element(By.ID, "scan-launch").click()
     wait_for(browser, "#scan-queued")
-    assert "exceed" in run_row(browser, "failed").text and "context" in run_row(browser, "failed").text
+    assert "exceed" in failed_row(browser, "failed").text and "context" in failed_row(browser, "failed").text
     screenshot(browser, "scans-failed")
 
 

@@ -237,3 +237,67 @@ def test_page_served_is_set_by_page_content_not_by_the_frame(tmp_store):
                                 [{"id": "heads-query", "property": "data", "value": query}])
     assert response.status_code == 200 and served.is_set()
     app.interp_state.jobs.shutdown()
+
+
+# ---- a failed load keeps the working model -------------------------------------------------
+def test_a_failed_load_keeps_the_working_model():
+    def loader(name):
+        if name == "good":
+            return types.SimpleNamespace(name="good", model_id="good@1")
+        raise InvalidInput(f"{name} is a text file, not a GGUF model")
+
+    holder = ModelHolder(loader)
+    holder.load_async("good")
+    assert holder.wait_ready(10).name == "good"
+    holder.load_async("/tmp/fake.gguf")
+    holder.wait_ready(10)
+    status = holder.status()
+    assert status["state"] == "ready" and status["name"] == "good"  # the picker shows this one
+    assert status["last_failure"]["name"] == "/tmp/fake.gguf"
+    assert "text file" in status["last_failure"]["error"]
+    with holder.use(timeout=1) as model:
+        assert model.name == "good"
+
+
+# ---- cancel stops a real scan inside its forward ---------------------------------------------
+@pytest.mark.slow
+def test_cancel_stops_a_huge_scan_within_seconds_and_frees_the_model(smollm2, tmp_store):
+    """A scan sized to run for hours (many long prompts, one per forward) is cancelled while
+    its first forwards run; the job ends within seconds, the model is free again."""
+    torch.set_num_threads(1)
+    models = ModelHolder()
+    models.set_model(smollm2)
+    runner = JobRunner(AppState(store=tmp_store, models=models))
+    params = {"induction": detectors.parse_params("induction", {
+        "n_prompts": 512, "max_tokens": 2048, "prompts": "repeated", "batch_size": 4})}
+    job = runner.submit("scan", "huge", detectors.scan_task(["induction"], params))
+    deadline = time.time() + 60
+    while job.run_id is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(4.0)                     # its prompts built, inside the first forward by now
+    asked = time.perf_counter()
+    runner.cancel(job.id)
+    runner.wait(job.id, timeout=30)
+    took = time.perf_counter() - asked
+    assert job.state == "cancelled" and took < 3, (job.state, took)
+    assert tmp_store.get_run(job.run_id).status == "cancelled"
+    with models.use(timeout=1) as model:
+        assert model is smollm2
+
+
+@pytest.mark.slow
+def test_loading_a_model_the_store_has_no_scan_of_starts_the_standard_scans(smollm2, tmp_store):
+    from dashboard.app import create_app
+    from dashboard.first_run import active_job
+    from interp.heads.scan import STANDARD_SCANS
+
+    app = create_app(model=smollm2, store_path=tmp_store.path)
+    state = app.interp_state
+    job = active_job(state, smollm2.model_id)
+    assert job is not None and job.parts == list(STANDARD_SCANS) and "safety" not in job.parts
+    state.jobs.cancel(job.id)
+    state.jobs.wait(job.id, timeout=30)
+    assert job.state == "cancelled"
+    # A store that holds a scan of the model (even a cancelled one): nothing starts.
+    again = create_app(model=smollm2, store_path=tmp_store.path)
+    assert active_job(again.interp_state, smollm2.model_id) is None

@@ -157,3 +157,34 @@ def test_a_bad_gguf_is_named_by_the_users_path_not_a_cache_copy(tmp_path, monkey
         interp.load_model(str(broken))
     assert str(broken) in str(err.value) and "model.gguf" not in str(err.value)
     assert list((tmp_path / "cache" / "models").iterdir()) == []  # no half-converted copy left
+
+
+def test_concurrent_conversions_convert_once(tmp_path, monkeypatch):
+    """Two loads of the same model on a fresh machine (two test processes, two notebooks): the
+    second waits for the first and then uses its result, instead of deleting the directory the
+    first is already loading from and converting again."""
+    import threading
+    import time
+
+    part = tmp_path / "part.bin"
+    part.write_bytes(b"x" * 1000)
+    digest = embedded.sha256_file(part)
+    final = tmp_path / "models" / "m"
+    final.parent.mkdir()
+    calls = []
+
+    def slow_convert(parts, final, label, expected_sha256, extra, show_progress, total):
+        calls.append(label)
+        time.sleep(0.5)
+        final.mkdir()
+        (final / embedded.COMPLETE_MARKER).write_text(json.dumps({"gguf_sha256": expected_sha256}))
+
+    monkeypatch.setattr(embedded, "_convert_into", slow_convert)
+    threads = [threading.Thread(target=embedded.convert_gguf,
+                                args=([part], final, "m", digest, {}, False)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == ["m"]
+    assert [p.name for p in final.parent.iterdir()] == ["m"]

@@ -34,8 +34,10 @@ def test_scan_command_writes_json_and_store(smollm2, tmp_path, monkeypatch, caps
     from interp.store import Store
 
     runs = Store(store).list_runs(kind="scan")
-    assert len(runs) == 1 and runs[0].status == "complete"
-    assert set(runs[0].detectors) == {"induction", "sink"}
+    # one run per detector, each complete as soon as its detector finished, one scan group
+    assert len(runs) == 2 and all(r.status == "complete" for r in runs)
+    assert {d for r in runs for d in r.detectors} == {"induction", "sink"}
+    assert len({r.params["scan"] for r in runs}) == 1
     stored = Store(store).latest_scores(smollm2.model_id, "induction")
     assert stored.top(3) == data["detectors"]["induction"]["top"][:3]
     assert stored.verify["k"] == 2

@@ -16,6 +16,7 @@ import random
 import torch
 
 from interp.ablation import ablate_heads
+from interp.forward import run
 from interp.models import Model
 from interp.refusal import RefusalTokens, greedy_generate, is_refusal, measure_refusal
 from interp.scores import HeadScores
@@ -29,7 +30,7 @@ def continuation_nll(model: Model, prompts: PromptSet, continuations: list[list[
     now (call outside any ablation for the unablated model's judgement); NaN if empty."""
     lists = [p + c for p, c in zip(prompts.tokens.token_lists(), continuations)]
     batch = TokenBatch.from_lists(lists, model.pad_token_id).to(model.device)
-    logits = model.hf_model(batch.input_ids, attention_mask=batch.mask.long()).logits.float()
+    logits = run(model, batch, output="logits").float()
     logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
     targets = batch.input_ids[:, 1:]
     token_lp = logprobs.gather(-1, targets[..., None])[..., 0].cpu()
