@@ -1,4 +1,7 @@
-"""Circuits: discovery by path patching, the Circuit type, and its evaluation.
+"""Circuits: discovery (path patching, EAP, EAP-IG, SAE methods), the Circuit type, evaluation.
+
+    from circuits.discover import discover
+    result = discover(model, "greater-than", "eap-ig")  # issue-13 JSON: edges, CPR, CMD, ...
 
     from circuits import discover_ioi_circuit, Circuit
     circuit, stages = discover_ioi_circuit(model)     # evaluated: faithfulness, random baseline, ...
@@ -19,6 +22,8 @@ _LAZY = {
     "IOI_CIRCUIT": "circuits.reference",
     "ROLES": "circuits.circuit",
     "discover_ioi_circuit": "circuits.ioi",
+    "Graph": "circuits.graph",
+    "edge_scores": "circuits.eap",
     "evaluate_circuit": "circuits.evaluate",
     "faithfulness": "circuits.evaluate",
     "gpt2_ioi_circuit": "circuits.reference",
@@ -33,7 +38,9 @@ __all__ = [
     "CircuitEdge",
     "CircuitHead",
     "DiscoveryConfig",
+    "Graph",
     "discover_ioi_circuit",
+    "edge_scores",
     "evaluate_circuit",
     "faithfulness",
     "gpt2_ioi_circuit",

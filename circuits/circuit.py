@@ -1,4 +1,14 @@
-"""Circuit: heads with roles, edges with effect sizes, and how faithful the circuit is.
+"""Circuit: nodes and scored edges of a computational graph, heads with optional roles, and how
+faithful the circuit is.
+
+Two kinds of edges, one type:
+- `graph_edges` (`Edge`, {"src", "dst", "score"}): edges of `circuits.graph.Graph` by node name
+  ("input", "a{L}.h{H}", "m{L}" -> "a{L}.h{H}<q>", "a{L}.kv{G}<k>", "m{L}", "logits"), as EAP
+  and EAP-IG find them (`circuits.discover`); `nodes` lists the nodes they touch.
+- `edges` (`CircuitEdge`): head-to-head path-patching edges with the receiving input, as Wang et
+  al.'s IOI discovery finds them (`circuits.ioi`); `all_edges()` gives both as `Edge`s.
+Roles (the IOI classes) label heads where a method names them; EAP circuits leave them None.
+A circuit stored before nodes and graph edges existed loads with both empty.
 
 Saved to the results store as a "circuit" run whose `result` is `Circuit.to_json()`:
 
@@ -7,7 +17,8 @@ Saved to the results store as a "circuit" run whose `result` is `Circuit.to_json
      "edges": [{"sender": {"layer": 17, "head": 4}, "receiver": {"layer": 23, "head": 3},
                 "input": "q", "effect": -0.21}, ...],        # receiver "logits" for output edges
      "faithfulness": 0.87, "random_baseline": {"mean": 0.12, "std": 0.08, "n": 20},
-     "n_heads_total": 270, "evaluation": {...}, "params": {...}}
+     "n_heads_total": 270, "evaluation": {...}, "params": {...},
+     "method": "path", "nodes": [...], "graph_edges": [{"src", "dst", "score"}]}
 
 Scores and effects are in the patching results' units: the change of the normalized metric
 (0 = corrupted, 1 = clean) when that head / path is corrupted; negative = the head helps.
@@ -47,7 +58,7 @@ ROLE_POSITIONS = {
 class CircuitHead:
     layer: int
     head: int
-    role: str
+    role: str | None = None  # an IOI class (ROLES), or None where the method names no role
     score: float | None = None  # the effect that selected it (see module doc)
 
     def to_json(self) -> dict:
@@ -82,6 +93,26 @@ class CircuitEdge:
         )
 
 
+@dataclass(frozen=True)
+class Edge:
+    """A scored edge between named graph nodes (`circuits.graph`): src -> dst's input."""
+
+    src: str
+    dst: str
+    score: float
+
+    def to_json(self) -> dict:
+        return {"src": self.src, "dst": self.dst, "score": self.score}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Edge":
+        return cls(str(data["src"]), str(data["dst"]), float(data["score"]))
+
+
+def _head_node(head: tuple[int, int] | None) -> str:
+    return "logits" if head is None else f"a{head[0]}.h{head[1]}"
+
+
 @dataclass
 class Circuit:
     model: str
@@ -95,11 +126,14 @@ class Circuit:
     evaluation: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     prompt_hash: str = ""
+    method: str = "path"
+    nodes: list[str] = field(default_factory=list)
+    graph_edges: list[Edge] = field(default_factory=list)
 
     def __post_init__(self):
         seen = set()
         for h in self.heads:
-            if h.role not in ROLES:
+            if h.role is not None and h.role not in ROLES:
                 raise InvalidInput(f"unknown role {h.role!r} for head {h.layer}.{h.head}; roles: {ROLES}")
             if (h.layer, h.head) in seen:
                 raise InvalidInput(f"head {h.layer}.{h.head} appears twice in the circuit")
@@ -121,6 +155,13 @@ class Circuit:
     def __len__(self) -> int:
         return len(self.heads)
 
+    def all_edges(self) -> list[Edge]:
+        """Graph edges, then the path-patching head edges as `Edge`s (dst "a{L}.h{H}<input>")."""
+        path = [Edge(_head_node(e.sender),
+                     "logits" if e.receiver is None else f"{_head_node(e.receiver)}<{e.input}>",
+                     float(e.effect)) for e in self.edges]
+        return list(self.graph_edges) + path
+
     def to_json(self) -> dict:
         return {
             "model": self.model,
@@ -134,17 +175,22 @@ class Circuit:
             "evaluation": self.evaluation,
             "params": self.params,
             "prompt_hash": self.prompt_hash,
+            "method": self.method,
+            "nodes": list(self.nodes),
+            "graph_edges": [e.to_json() for e in self.graph_edges],
         }
 
     @classmethod
     def from_json(cls, data: dict) -> "Circuit":
         return cls(
             model=data["model"], task=data["task"], n_heads_total=data["n_heads_total"],
-            heads=[CircuitHead(h["layer"], h["head"], h["role"], h.get("score")) for h in data["heads"]],
+            heads=[CircuitHead(h["layer"], h["head"], h.get("role"), h.get("score")) for h in data["heads"]],
             edges=[CircuitEdge.from_json(e) for e in data.get("edges", [])],
             model_id=data.get("model_id", ""), faithfulness=data.get("faithfulness"),
             random_baseline=data.get("random_baseline"), evaluation=data.get("evaluation", {}),
             params=data.get("params", {}), prompt_hash=data.get("prompt_hash", ""),
+            method=data.get("method", "path"), nodes=list(data.get("nodes", [])),
+            graph_edges=[Edge.from_json(e) for e in data.get("graph_edges", [])],
         )
 
     def save(self, store, artifacts: dict | None = None) -> str:
@@ -169,19 +215,25 @@ class Circuit:
         return cls.from_json(record.result)
 
     @classmethod
-    def latest(cls, store, model_id: str, task: str = "ioi") -> "Circuit | None":
+    def latest(cls, store, model_id: str, task: str = "ioi", method: str | None = "path") -> "Circuit | None":
+        """The newest stored circuit of `model_id` for `task` found by `method` (None: any)."""
         for record in store.list_runs(model_id=model_id, kind="circuit", status="complete"):
-            if record.result and record.result.get("task") == task:
+            if (record.result and record.result.get("task") == task
+                    and method in (None, record.result.get("method", "path"))):
                 return cls.from_json(record.result)
         return None
 
     def summary(self) -> str:
         """Roles -> heads, one line each, plus faithfulness (for the CLI and notebooks)."""
-        lines = [f"{self.task} circuit of {self.model}: {len(self)} of {self.n_heads_total} heads"]
+        lines = [f"{self.task} circuit of {self.model}: {len(self)} of {self.n_heads_total} heads"
+                 + (f", {len(self.graph_edges)} edges ({self.method})" if self.graph_edges else "")]
         for role in ROLES:
             heads = self.by_role().get(role)
             if heads:
                 lines.append(f"  {role:<20} " + ", ".join(f"{l}.{h}" for l, h in heads))
+        unlabelled = self.by_role().get(None)
+        if unlabelled:
+            lines.append(f"  {'heads':<20} " + ", ".join(f"{l}.{h}" for l, h in unlabelled))
         if self.faithfulness is not None:
             line = f"  faithfulness {self.faithfulness:.1%}"
             if self.random_baseline:

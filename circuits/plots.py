@@ -119,3 +119,64 @@ def node_key(node) -> str:
     if isinstance(node, (list, tuple)) and len(node) == 2:
         return f"{int(node[0])}.{int(node[1])}"
     return str(node)
+
+
+def _node_xy(name: str, n_layers: int, n_heads: int) -> tuple[float, float]:
+    """Where a graph node sits: x = layer (input at -1, logits at n_layers), y = head (MLPs
+    one row above the heads)."""
+    base = name.split("<")[0]
+    if base == "input":
+        return -1.0, n_heads / 2
+    if base == "logits":
+        return float(n_layers), n_heads / 2
+    if base.startswith("m"):
+        return int(base[1:]) + 0.35, float(n_heads)
+    layer, rest = base[1:].split(".", 1)
+    if rest.startswith("kv"):  # a K/V input: drawn at its layer, between its query heads
+        return float(layer), float(rest[2:]) * n_heads / max(1, n_heads // 3)
+    return float(layer), float(rest[1:])
+
+
+def edge_circuit_graph(edges: Sequence[dict], n_layers: int, n_heads: int, top: int = 150,
+                       title: str = "edge circuit") -> go.Figure:
+    """An edge circuit ({"src", "dst", "score"}, `circuits.graph` names) as a layered graph:
+    x = layer, y = head (MLPs on the top row), line width by |score|, solid when the edge helps
+    the metric (score > 0), dashed when it hurts; the `top` strongest edges."""
+    chosen = sorted(edges, key=lambda e: -abs(float(e["score"])))[:top]
+    scale = max((abs(float(e["score"])) for e in chosen), default=1.0) or 1.0
+    fig = go.Figure()
+    names = set()
+    for edge in chosen:
+        (x0, y0), (x1, y1) = _node_xy(edge["src"], n_layers, n_heads), _node_xy(edge["dst"], n_layers, n_heads)
+        names |= {edge["src"], edge["dst"].split("<")[0]}
+        score = float(edge["score"])
+        fig.add_trace(go.Scatter(
+            x=[x0, x1], y=[y0, y1], mode="lines", showlegend=False, hoverinfo="text",
+            text=f"{html.escape(edge['src'])} → {html.escape(edge['dst'])}: {score:+.4f}",
+            line={"width": 0.5 + 6 * abs(score) / scale, "dash": "solid" if score >= 0 else "dash",
+                  "color": "rgba(31,119,180,0.55)" if score >= 0 else "rgba(214,39,40,0.55)"}))
+    names = sorted(n for n in names if not n.startswith("a") or ".kv" not in n)
+    xy = [_node_xy(n, n_layers, n_heads) for n in names]
+    fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text",
+                             text=[html.escape(n) for n in names], textposition="top center",
+                             marker={"size": 9, "color": "#444"}, name="nodes", hoverinfo="text"))
+    fig.update_layout(title={"text": html.escape(title), "x": 0.02}, height=520,
+                      xaxis={"title": "layer", "range": [-1.6, n_layers + 0.8]},
+                      yaxis={"title": "head (MLP on top)"}, plot_bgcolor="white", showlegend=False,
+                      margin={"l": 60, "r": 20, "t": 50, "b": 50})
+    return fig
+
+
+def faithfulness_figure(curve: Sequence[dict], random_curve: Sequence[dict] = (),
+                        title: str = "faithfulness") -> go.Figure:
+    """f(k) against k (% of edges, log axis) for a circuit and, dashed, random circuits."""
+    fig = go.Figure()
+    for points, name, dash in ((curve, "circuit", "solid"), (random_curve, "random", "dash")):
+        if points:
+            fig.add_trace(go.Scatter(x=[p["k_percent"] for p in points], y=[p["faithfulness"] for p in points],
+                                     mode="lines+markers", name=name, line={"dash": dash}))
+    fig.add_hline(y=1.0, line={"color": "#999", "width": 1})
+    fig.update_layout(title={"text": html.escape(title), "x": 0.02}, height=380,
+                      xaxis={"title": "circuit size (% of edges)", "type": "log"},
+                      yaxis={"title": "f(k)"}, plot_bgcolor="white")
+    return fig

@@ -50,6 +50,7 @@ from interp.names import hook_name
 from interp.patching.runner import check_pairs
 from interp.tasks.base import PromptSet
 from interp.tokens import TokenBatch
+from circuits.faithfulness import curve_areas  # noqa: F401  (shared with edge circuits; re-exported)
 
 K_PERCENTS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
 ERROR = -1  # the feature index of an SAE's error node
@@ -397,17 +398,6 @@ def ranked_nodes(sites: list[SAEAt], effects: dict[str, torch.Tensor]) -> list[t
         nodes += [(index, f, float(e[f])) for f in range(s.sae.d_sae)]
         nodes.append((index, ERROR, float(e[-1])))
     return sorted(nodes, key=lambda t: -abs(t[2]))
-
-
-def curve_areas(curve: list[dict]) -> tuple[float, float]:
-    """(CPR, CMD): areas under f and under |1 - f| over circuit size as a fraction of all nodes
-    (trapezoids through k = 0, where f = 0 by construction)."""
-    xs = [0.0] + [p["k_percent"] / 100 for p in curve]
-    fs = [0.0] + [p["faithfulness"] for p in curve]
-    cpr = sum((xs[i + 1] - xs[i]) * (fs[i + 1] + fs[i]) / 2 for i in range(len(xs) - 1))
-    gaps = [abs(1 - f) for f in fs]
-    cmd = sum((xs[i + 1] - xs[i]) * (gaps[i + 1] + gaps[i]) / 2 for i in range(len(xs) - 1))
-    return cpr, cmd
 
 
 def faithfulness_curve(model: Model, chunks: list[_Chunk], sites: list[SAEAt],
