@@ -1,0 +1,184 @@
+"""Issue 17's figures: do the top safety heads, ranked by Ships (the paper's) or by the drop of
+the refusal log-odds (directional), cut refusal on harmful prompts from a DIFFERENT source than
+the ones they were found on, more than random heads do, with harmless replies unchanged?
+
+    python -m benchmarks.safety_directional                       # the committed run
+    python -m benchmarks.safety_directional --train 8 --test 8 --layers 22,23 --random 2  # smoke
+
+Data (../shared/data, see its SOURCES.md): refusal tokens calibrated and training prompts
+selected from refusal_direction/harmful_train.json (AdvBench, MaliciousInstruct, TDC2023; the
+model's refusals among them, most confident first) and harmless_train.json (Alpaca); the test
+split is refusal_direction/harmful_val.json (HarmBench val, a different source) and
+harmless_val.json. For each ablation (the paper's query_scale, and zero) one batched scan gives
+both scores (and Sahara's set, later steps over the top first-step candidates), then
+`interp.heads.safety.causal_check` ablates the top-1/3/5 of each against random k-head sets.
+Everything is greedy; torch runs on one thread. Writes benchmarks/results/<out>.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+RESULTS = Path(__file__).parent / "results"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "refusal_direction"
+
+
+def read(name: str) -> list[str]:
+    return [r["instruction"] for r in json.loads((DATA / f"{name}.json").read_text())]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--calibration", type=int, default=12)
+    parser.add_argument("--train", type=int, default=32)
+    parser.add_argument("--test", type=int, default=32, help="harmful (HarmBench) test prompts")
+    parser.add_argument("--harmless-test", type=int, default=16)
+    parser.add_argument("--methods", default="query_scale,zero")
+    parser.add_argument("--ks", default="1,3,5")
+    parser.add_argument("--random", type=int, default=3)
+    parser.add_argument("--sahara-steps", type=int, default=3)
+    parser.add_argument("--sahara-candidates", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=24)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--layers", default=None, help="scan only these layers (smoke runs)")
+    parser.add_argument("--out", default="safety_directional")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    from interp.heads.safety import causal_check, detect
+    from interp.models import load_model
+    from interp.refusal import select_refusing
+    from interp.tasks.safety import safety_prompt_set
+
+    start = time.perf_counter()
+
+    def log(message):
+        print(f"[{time.perf_counter() - start:7.0f}s] {message}", flush=True)
+
+    model = load_model(args.model, device="cpu", show_progress=False)
+    log("model loaded")
+    harmful_test = read("harmful_val")[:args.test]
+    train_source = read("harmful_train")
+    assert not set(harmful_test) & set(train_source), "test split overlaps the training source"
+    splits = select_refusing(model, train_source, read("harmless_train")[:400], harmful_test,
+                             read("harmless_val")[:args.harmless_test],
+                             n_calibration=args.calibration, n_train=args.train,
+                             n_test=max(args.test, args.harmless_test), seed=args.seed,
+                             max_new_tokens=args.max_new_tokens, batch_size=24)
+    log(f"calibrated and selected: {splits.selection}")
+    harmful = safety_prompt_set(model, splits.harmful_test, "harmful")
+    harmless = safety_prompt_set(model, splits.harmless_test, "harmless")
+    layers = None if args.layers is None else [int(x) for x in args.layers.split(",")]
+    ks = tuple(int(x) for x in args.ks.split(","))
+    runs = {}
+    for method in args.methods.split(","):
+        scan_start = time.perf_counter()
+        scores = detect(model, splits.train, method, 1e-5, args.sahara_steps, 1, layers,
+                        splits.tokens, sahara_candidates=args.sahara_candidates,
+                        progress=lambda f, m: None)
+        scan_seconds = time.perf_counter() - scan_start
+        log(f"{method}: scan {scores.info['scan_seconds']} s, Sahara "
+            f"{scores.info.get('sahara_seconds')} s; top by "
+            + "; ".join(f"{name}: {[(h['layer'], h['head']) for h in top[:5]]}"
+                        for name, top in scores.info["top_by"].items()))
+        check_start = time.perf_counter()
+        verify = causal_check(model, scores, harmful, harmless, splits.tokens, ks, args.random,
+                              args.seed, method, 1e-5, args.max_new_tokens, batch_size=32,
+                              progress=lambda f, m: log(f"{method} {f:5.1%} {m}"))
+        log(f"{method}: check {time.perf_counter() - check_start:.0f} s")
+        for verdict in verify["verdicts"]:
+            log(verdict)
+        runs[method] = {"scan_seconds": round(scan_seconds, 1),
+                        "check_seconds": round(time.perf_counter() - check_start, 1),
+                        "top_by": scores.info["top_by"], "sahara": scores.info.get("sahara"),
+                        "verify": verify}
+        _write(args, model, splits, runs, time.perf_counter() - start, torch.get_num_threads())
+    log("done")
+
+
+def _write(args, model, splits, runs, total, threads) -> None:
+    result = {"model_id": model.model_id, "args": vars(args), "total_seconds": round(total, 1),
+              "torch_threads": threads, "cpu": platform.processor() or platform.machine(),
+              "train_selection": splits.selection,
+              "train_instructions": [m["instruction"] for m in splits.train.metadata],
+              "refusal_tokens": splits.tokens.to_json(), "runs": runs}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(result, indent=2))
+    (RESULTS / f"{args.out}.md").write_text(markdown(result))
+
+
+def _f(value, digits=2):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _with_interval(value, interval):
+    return _f(value) + ("" if not interval else f" [{interval[0]:.2f}, {interval[1]:.2f}]")
+
+
+def markdown(r: dict) -> str:
+    from benchmarks.measure import markdown_table
+
+    args = r["args"]
+    command = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in args.items() if v is not None)
+    lines = [f"# Safety heads of {r['model_id']} on a held-out source: Ships vs refusal log-odds",
+             "", f"Command: `python -m benchmarks.safety_directional {command}`",
+             f"CPU: {r['cpu']}, torch threads: {r['torch_threads']}. Total {r['total_seconds']} s.",
+             f"Training prompts (harmful_train.json: AdvBench, MaliciousInstruct, TDC2023): "
+             f"{r['train_selection']}. Test: harmful_val.json (HarmBench), harmless_val.json "
+             "(Alpaca). Refusal-start tokens: "
+             + ", ".join(repr(t["token"]) for t in r["refusal_tokens"]["refusal"]), ""]
+    for method, run in r["runs"].items():
+        verify = run["verify"]
+        base = verify["baseline"]["harmful"]
+        lines += [f"## Ablation: {method} (scan {run['scan_seconds']} s, check "
+                  f"{run['check_seconds']} s)", "",
+                  f"Held-out: {verify['n_harmful']} harmful, {verify['n_harmless']} harmless, "
+                  f"{verify['max_new_tokens']} new tokens, {verify['n_random']} random draws per k. "
+                  f"Baseline refusal rate: generation {_f(base['refusal_rate_generation'])}, "
+                  f"log-odds {_f(base['refusal_rate_logodds'])}.", ""]
+        tops = [{"rank": i + 1, **{name: f"L{t[i]['layer']}H{t[i]['head']} ({t[i]['score']:.3f})"
+                                   for name, t in run["top_by"].items()}} for i in range(5)]
+        lines += [markdown_table(tops, list(tops[0])), ""]
+        if run.get("sahara"):
+            lines += ["Sahara set: " + ", ".join(f"L{l}H{h}" for l, h in run["sahara"]["heads"]), ""]
+        rows = []
+        for set_name, by_k in verify["summary"].items():
+            for k_name, row in by_k.items():
+                rows.append({
+                    "set": f"{set_name} {k_name}",
+                    "heads": " ".join(f"L{l}H{h}" for l, h in row["heads"]),
+                    "gen refusal top [95% prompts]": _with_interval(
+                        row["refusal_rate_generation_top"], row["refusal_rate_generation_top_interval"]),
+                    "gen refusal random [95% draws]": _with_interval(
+                        row["refusal_rate_generation_random"], row["refusal_rate_generation_random_interval"]),
+                    "random max change (gen)": _f(row["refusal_rate_generation_random_max_change"]),
+                    "log-odds refusal top": _f(row["refusal_rate_logodds_top"]),
+                    "log-odds refusal random [95%]": _with_interval(
+                        row["refusal_rate_logodds_random"], row["refusal_rate_logodds_random_interval"]),
+                    "lowers (gen / log-odds)": f"{'yes' if row['lowers_refusal_generation'] else 'no'}"
+                                               f" / {'yes' if row['lowers_refusal_logodds'] else 'no'}",
+                    "halves (gen)": "yes" if row["halves_refusal_generation"] else "no",
+                    "harmless same reply top / random": f"{_f(row['harmless_same_as_baseline_top'])}"
+                                                        f" / {_f(row['harmless_same_as_baseline_random'])}",
+                    "harmless refusal top / random": f"{_f(row['harmless_refusal_rate_generation_top'])}"
+                                                     f" / {_f(row['harmless_refusal_rate_generation_random'])}",
+                })
+        lines += [markdown_table(rows, list(rows[0])), ""]
+        lines += ["Verdicts:", ""] + [f"- {v}" for v in verify["verdicts"]] + [""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
