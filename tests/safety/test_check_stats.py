@@ -17,6 +17,7 @@ def test_mean_interval_is_the_t_interval(draws):
     low, high = mean_interval(draws)
     expected = scipy.stats.t.interval(0.95, len(draws) - 1, loc=sum(draws) / len(draws),
                                       scale=scipy.stats.sem(draws))
+    expected = (max(0.0, expected[0]), min(1.0, expected[1]))     # a rate's interval is clipped
     assert (low, high) == pytest.approx(expected, abs=2e-3)
     assert mean_interval([0.5]) is None
 

@@ -97,14 +97,15 @@ _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 
 
 def mean_interval(values: list[float]) -> tuple[float, float] | None:
-    """95% t-interval of the mean of independent draws (here: random head sets); None for < 2."""
+    """95% t-interval of the mean of independent draws of a rate (here: random head sets),
+    clipped to [0, 1]; None for < 2 draws."""
     n = len(values)
     if n < 2:
         return None
     mean = sum(values) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * sd / math.sqrt(n)
-    return (mean - half, mean + half)
+    return (max(0.0, mean - half), min(1.0, mean + half))   # rates: clipped to [0, 1]
 
 
 def wilson_interval(rate: float, n: int) -> tuple[float, float]:
@@ -133,7 +134,7 @@ def default_head_sets(scores: HeadScores, k: int) -> dict[str, list[Head]]:
 
 
 def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless: PromptSet,
-                 tokens: RefusalTokens, ks=(1, 3, 5), n_random: int = 3, seed: int = 0,
+                 tokens: RefusalTokens, ks=(1, 3, 5), n_random: int | dict = 3, seed: int = 0,
                  method: str | None = None, eps: float | None = None, max_new_tokens: int = 24,
                  batch_size: int = 8, progress=None,
                  head_sets: dict[str, list[Head]] | None = None) -> dict:
@@ -143,6 +144,7 @@ def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless:
 
     head_sets: {name: heads, best first}; default `default_head_sets` (Ships, the refusal
         log-odds score, Sahara's set). A set shorter than k is checked at k only if it has k.
+    n_random: random k-head sets per k (an int, or {k: draws} to spend more draws on one k).
     The random draws for each k are shared by every head set (drawn from heads in none of
     them), so the sets are compared with the same random baseline.
 
@@ -157,6 +159,7 @@ def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless:
     z_mean = scores.details.get("z_mean")
     head_sets = default_head_sets(scores, max(ks)) if head_sets is None else \
         {name: check_heads(model, heads) for name, heads in head_sets.items()}
+    draws = {k: int(n_random[k] if isinstance(n_random, dict) else n_random) for k in ks}
     rng = random.Random(seed)
     checked = {h for heads in head_sets.values() for h in heads}
     others = [(x, h) for x in range(model.n_layers) for h in range(model.n_heads)
@@ -170,7 +173,7 @@ def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless:
                 same.setdefault(key, f"{name}_top{k}")
                 plan.setdefault(same[key], list(heads[:k]))
     for k in ks:
-        for i in range(n_random):
+        for i in range(draws[k]):
             plan[f"random{k}_{i}"] = rng.sample(others, k)
     conditions: dict[str, dict] = {}
     for i, (name, heads) in enumerate(plan.items()):
@@ -186,7 +189,7 @@ def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless:
             if k > len(heads):
                 continue
             top_k = conditions[same[frozenset(heads[:k])]]
-            randoms = [conditions[f"random{k}_{i}"] for i in range(n_random)]
+            randoms = [conditions[f"random{k}_{i}"] for i in range(draws[k])]
             row = _summary_row(top_k, randoms, base, len(harmful))
             summary.setdefault(name, {})[f"top{k}"] = row
             row["verdict"] = _verdict(name, k, row, method)
@@ -194,7 +197,7 @@ def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless:
     clean = {name: {k: v for k, v in c.items() if not k.startswith("_")}
              for name, c in conditions.items()}
     return {"method": method, "eps": eps, "n_harmful": len(harmful), "n_harmless": len(harmless),
-            "max_new_tokens": max_new_tokens, "ks": list(ks), "n_random": n_random,
+            "max_new_tokens": max_new_tokens, "ks": list(ks), "n_random": draws,
             "head_sets": {name: [list(h) for h in heads] for name, heads in head_sets.items()},
             "baseline": clean["baseline"], "summary": summary, "verdicts": verdicts,
             "conditions": clean}
