@@ -13,7 +13,6 @@ from interp_cli.main import main
     (["--train", "0"], "--train must be at least 1"),
     (["--layers", "eight"], "--layers must be integers"),
     (["--ks", "1,0"], "--ks must be positive integers"),
-    (["--rank-by", "kl"], "invalid choice"),
 ])
 def test_bad_arguments(argv, message, capsys):
     assert main(["safety", *argv]) == 2
@@ -47,11 +46,15 @@ def test_small_run_writes_the_store_and_json(qwen, instructions, refused, tmp_pa
             "--rank-by", "refusal_logodds"]
     assert main(argv) == 0
     data = json.loads(capsys.readouterr().out)
-    assert len(data["top_heads"]) == 10 and all(h["layer"] == 23 for h in data["top_heads"])
+    assert len(data["top_heads"]) == 10
+    # heads that were not scanned score 0 ("no effect"); every head that lowers refusal is scanned
+    lowering = [h for h in data["top_heads"] if h["score"] > 0]
+    assert lowering and all(h["layer"] == 23 for h in lowering)
     # ranked by the directional score; both scores' tops are in the result
     assert data["rank_by"] == "refusal_logodds" and data["scores"]["params"]["rank_by"] == "refusal_logodds"
     assert data["top_heads"] == data["top_by"]["refusal_logodds"] != data["top_by"]["ships"]
     assert data["sahara"]["heads"][0][0] == 23
+    assert all(h["layer"] == 23 for h in data["top_by"]["ships"])
 
     from interp.store import Store
 
@@ -74,9 +77,9 @@ def test_the_report_prints_every_head_set_and_says_where_ablation_does_not_lower
     base = {"n": 24, "refusal_rate_generation": 0.625, "refusal_rate_logodds": 0.5}
     randoms = [condition([[1, 1], [2, 2], [3, 3]], g, 0.5) for g in (0.58, 0.62, 0.60)]
     check = {}
-    for name, heads, rate in (("ships", [[22, 2], [11, 3], [11, 7]], 0.708),
-                              ("refusal_logodds", [[8, 3], [12, 2], [10, 7]], 0.25)):
-        row = _summary_row(condition(heads, rate, 0.3), randoms, base, 24)
+    for name, heads, rate, logodds in (("ships", [[22, 2], [11, 3], [11, 7]], 0.708, 0.55),
+                                       ("refusal_logodds", [[8, 3], [12, 2], [10, 7]], 0.25, 0.3)):
+        row = _summary_row(condition(heads, rate, logodds), randoms, base, 24)
         row["verdict"] = _verdict(name, 3, row, "query_scale")
         check[name] = {"top3": row}
     top = [{"layer": 22, "head": 2, "score": 0.04}]
@@ -89,7 +92,7 @@ def test_the_report_prints_every_head_set_and_says_where_ablation_does_not_lower
     out = capsys.readouterr().out
     assert "L22H2 0.0400" in out and "L8H3 0.9000" in out          # both rankings
     assert "ships top3" in out and "refusal_logodds top3" in out
-    assert "NO/NO" in out and "yes/" in out
+    assert "NO/NO" in out and "yes/yes" in out
     assert "top-3 ships (L22H2 L11H3 L11H7), query_scale: generation refusal 0.71 vs baseline " \
            "0.62" in out and "does NOT lower refusal" in out
     assert "LOWERS refusal" in out

@@ -41,8 +41,8 @@ def check_rank_by(rank_by: str) -> None:
 
 
 def refusal_logodds_drop(scan: ShipsScan) -> torch.Tensor:
-    """[L, H] mean over prompts of (base log-odds - ablated log-odds); 0 where not scanned.
-    Needs a scan run with refusal tokens (`ships_scan(..., tokens=...)`)."""
+    """[L, H] mean over prompts of (base log-odds - ablated log-odds); 0 ("no effect") where
+    not scanned, so a restricted scan's heads that RAISE refusal rank below unscanned ones. Needs a scan run with refusal tokens (`ships_scan(..., tokens=...)`)."""
     if scan.logodds is None or scan.base_logodds is None:
         raise InvalidInput("the refusal log-odds score needs refusal tokens: run the scan with "
                            "tokens=calibrate_refusal_tokens(...) (safety_analysis does), or rank "
