@@ -47,13 +47,19 @@ def main() -> None:
     parser.add_argument("--harmless-test", type=int, default=8)
     parser.add_argument("--scan-method", default="query_scale",
                         help="the ablation of the one scan that ranks the heads (both scores)")
-    parser.add_argument("--checks", default="query_scale=1,3,5;zero=3",
+    parser.add_argument("--rankings", default=None,
+                        help="skip the scan: a JSON file {'scan': {...}} with the top heads of "
+                             "an earlier scan ('top_by': {score: [{layer, head, score}]}, "
+                             "optional 'sahara')")
+    parser.add_argument("--checks", default="query_scale=3;zero=3;query_scale=1;query_scale=5",
                         help="ablation=ks of each causal check, ';'-separated")
     parser.add_argument("--random", default="1:2,3:3,5:2",
                         help="random draws per k ('3', or 'k:draws,...')")
     parser.add_argument("--sahara-steps", type=int, default=3)
     parser.add_argument("--sahara-candidates", type=int, default=12)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=16, help="reply length in the check")
+    parser.add_argument("--calibration-tokens", type=int, default=16,
+                        help="reply length when calibrating refusal tokens")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--layers", default=None, help="scan only these layers (smoke runs)")
@@ -73,6 +79,7 @@ def main() -> None:
     from interp.heads.safety import causal_check, detect
     from interp.models import load_model
     from interp.refusal import select_refusing
+    from interp.scores import HeadScores
     from interp.tasks.safety import safety_prompt_set
 
     start = time.perf_counter()
@@ -93,35 +100,59 @@ def main() -> None:
                              read("harmless_val")[:args.harmless_test],
                              n_calibration=args.calibration, n_train=args.train,
                              n_test=max(args.test, args.harmless_test), seed=args.seed,
-                             max_new_tokens=args.max_new_tokens, batch_size=24)
+                             max_new_tokens=args.calibration_tokens, batch_size=24)
     log(f"calibrated and selected: {splits.selection}")
     harmful = safety_prompt_set(model, splits.harmful_test, "harmful")
     harmless = safety_prompt_set(model, splits.harmless_test, "harmless")
     layers = None if args.layers is None else [int(x) for x in args.layers.split(",")]
-    scores = detect(model, splits.train, args.scan_method, 1e-5, args.sahara_steps, 1, layers,
-                    splits.tokens, sahara_candidates=args.sahara_candidates,
-                    progress=lambda f, m: None)
-    scan = {"method": args.scan_method, "scan_seconds": scores.info["scan_seconds"],
-            "sahara_seconds": scores.info.get("sahara_seconds"),
-            "top_by": scores.info["top_by"], "sahara": scores.info.get("sahara")}
-    log(f"{args.scan_method}: scan {scores.info['scan_seconds']} s, Sahara "
-        f"{scores.info.get('sahara_seconds')} s; top by "
-        + "; ".join(f"{name}: {[(h['layer'], h['head']) for h in top[:5]]}"
-                    for name, top in scores.info["top_by"].items()))
-    runs = {}
+    if args.rankings is None:
+        scores = detect(model, splits.train, args.scan_method, 1e-5, args.sahara_steps, 1, layers,
+                        splits.tokens, sahara_candidates=args.sahara_candidates,
+                        progress=lambda f, m: None)
+        scan = {"method": args.scan_method, "scan_seconds": scores.info["scan_seconds"],
+                "sahara_seconds": scores.info.get("sahara_seconds"),
+                "top_by": scores.info["top_by"], "sahara": scores.info.get("sahara")}
+    else:
+        scan = json.loads(Path(args.rankings).read_text())["scan"]
+    head_sets = {name: [(h["layer"], h["head"]) for h in top] for name, top in scan["top_by"].items()}
+    if scan.get("sahara"):
+        head_sets["sahara"] = [tuple(h) for h in scan["sahara"]["heads"]]
+    log(f"{scan['method']}: scan {scan['scan_seconds']} s, Sahara {scan.get('sahara_seconds')} s; "
+        + "; ".join(f"{name}: {heads[:5]}" for name, heads in head_sets.items()))
+    stub = HeadScores("safety", torch.zeros(model.n_layers, model.n_heads), model.model_id,
+                      {"method": scan["method"], "eps": 1e-5})
+    runs: dict[str, dict] = {}
+    baseline = None
+    # one k at a time, results written after each: the goal's k=3 first
     for method, ks in checks:
-        check_start = time.perf_counter()
-        verify = causal_check(model, scores, harmful, harmless, splits.tokens, ks,
-                              {k: draws[k] if isinstance(draws, dict) else draws for k in ks},
-                              args.seed, method, 1e-5, args.max_new_tokens, batch_size=32,
-                              progress=lambda f, m: log(f"{method} {f:5.1%} {m}"))
-        log(f"{method}: check {time.perf_counter() - check_start:.0f} s")
-        for verdict in verify["verdicts"]:
-            log(verdict)
-        runs[method] = {"check_seconds": round(time.perf_counter() - check_start, 1),
-                        "verify": verify}
-        _write(args, model, splits, scan, runs, time.perf_counter() - start,
-               torch.get_num_threads())
+        for k in ks:
+            check_start = time.perf_counter()
+            verify = causal_check(model, stub, harmful, harmless, splits.tokens, (k,),
+                                  draws[k] if isinstance(draws, dict) else draws, args.seed + k,
+                                  method, 1e-5, args.max_new_tokens, batch_size=32,
+                                  progress=lambda f, m: log(f"{method} k={k} {f:5.1%} {m}"),
+                                  head_sets={n: h[:k] for n, h in head_sets.items() if len(h) >= k},
+                                  baseline=baseline)
+            baseline = verify.pop("_baseline")
+            log(f"{method} k={k}: check {time.perf_counter() - check_start:.0f} s")
+            for verdict in verify["verdicts"]:
+                log(verdict)
+            run = runs.setdefault(method, {"check_seconds": 0.0, "verify": None})
+            run["check_seconds"] = round(run["check_seconds"] + time.perf_counter() - check_start, 1)
+            if run["verify"] is None:
+                run["verify"] = verify
+            else:
+                merged = run["verify"]
+                merged["ks"] += verify["ks"]
+                merged["n_random"].update(verify["n_random"])
+                for name, by_k in verify["summary"].items():
+                    merged["summary"].setdefault(name, {}).update(by_k)
+                merged["verdicts"] += verify["verdicts"]
+                merged["head_sets"].update({f"{n} (k={k})": h for n, h in verify["head_sets"].items()})
+                merged["conditions"].update({f"{n} ({method}, k={k})" if n.startswith("random") else n: c
+                                             for n, c in verify["conditions"].items()})
+            _write(args, model, splits, scan, runs, time.perf_counter() - start,
+                   torch.get_num_threads())
     log("done")
 
 
@@ -159,8 +190,11 @@ def markdown(r: dict) -> str:
     scan = r["scan"]
     lines += [f"## Rankings: one {scan['method']} scan of every head (both scores from it; "
               f"{scan['scan_seconds']} s, Sahara {scan['sahara_seconds']} s)", ""]
-    tops = [{"rank": i + 1, **{name: f"L{t[i]['layer']}H{t[i]['head']} ({t[i]['score']:.3f})"
+    tops = [{"rank": i + 1, **{name: f"L{t[i]['layer']}H{t[i]['head']}"
+                               + ("" if t[i]["score"] is None else f" ({t[i]['score']:.3f})")
                                for name, t in scan["top_by"].items()}} for i in range(5)]
+    if scan.get("source"):
+        lines += [f"Rankings from {scan['source']}.", ""]
     lines += [markdown_table(tops, list(tops[0])), ""]
     if scan.get("sahara"):
         lines += ["Sahara set: " + ", ".join(f"L{l}H{h}" for l, h in scan["sahara"]["heads"]), ""]

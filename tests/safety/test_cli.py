@@ -52,7 +52,10 @@ def test_small_run_writes_the_store_and_json(qwen, instructions, refused, tmp_pa
     assert lowering and all(h["layer"] == 23 for h in lowering)
     # ranked by the directional score; both scores' tops are in the result
     assert data["rank_by"] == "refusal_logodds" and data["scores"]["params"]["rank_by"] == "refusal_logodds"
-    assert data["top_heads"] == data["top_by"]["refusal_logodds"] != data["top_by"]["ships"]
+    def heads(entries):
+        return [(h["layer"], h["head"]) for h in entries]
+    assert heads(data["top_heads"]) == heads(data["top_by"]["refusal_logodds"])
+    assert heads(data["top_by"]["refusal_logodds"]) != heads(data["top_by"]["ships"])
     assert data["sahara"]["heads"][0][0] == 23
     assert all(h["layer"] == 23 for h in data["top_by"]["ships"])
 

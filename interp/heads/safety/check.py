@@ -137,7 +137,8 @@ def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless:
                  tokens: RefusalTokens, ks=(1, 3, 5), n_random: int | dict = 3, seed: int = 0,
                  method: str | None = None, eps: float | None = None, max_new_tokens: int = 24,
                  batch_size: int = 8, progress=None,
-                 head_sets: dict[str, list[Head]] | None = None) -> dict:
+                 head_sets: dict[str, list[Head]] | None = None,
+                 baseline: dict | None = None) -> dict:
     """Refusal (both metrics) on held-out harmful prompts with the top-k heads of each head set
     ablated vs `n_random` random k-head sets, and the harmless prompts' replies: refusal rate,
     perplexity of the reply under the unablated model, agreement with the unablated reply.
@@ -147,6 +148,9 @@ def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless:
     n_random: random k-head sets per k (an int, or {k: draws} to spend more draws on one k).
     The random draws for each k are shared by every head set (drawn from heads in none of
     them), so the sets are compared with the same random baseline.
+
+    baseline: the "_baseline" of an earlier call on the same prompts (the unablated model does
+        not depend on the method or the head sets), so a series of checks generates it once.
 
     Returns the conditions and `summary[set name][f"top{k}"]`: per metric ("generation",
     "logodds") the top-k rate with its 95% Wilson interval over prompts, the random draws, their
@@ -175,8 +179,10 @@ def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless:
     for k in ks:
         for i in range(draws[k]):
             plan[f"random{k}_{i}"] = rng.sample(others, k)
-    conditions: dict[str, dict] = {}
+    conditions: dict[str, dict] = {} if baseline is None else {"baseline": baseline}
     for i, (name, heads) in enumerate(plan.items()):
+        if name in conditions:
+            continue
         if progress is not None:
             progress(i / len(plan), f"causal check: {name}")
         conditions[name] = _condition(model, heads, method, eps, z_mean, harmful, harmless, tokens,
@@ -200,7 +206,7 @@ def causal_check(model: Model, scores: HeadScores, harmful: PromptSet, harmless:
             "max_new_tokens": max_new_tokens, "ks": list(ks), "n_random": draws,
             "head_sets": {name: [list(h) for h in heads] for name, heads in head_sets.items()},
             "baseline": clean["baseline"], "summary": summary, "verdicts": verdicts,
-            "conditions": clean}
+            "conditions": clean, "_baseline": conditions["baseline"]}
 
 
 def _summary_row(top_k: dict, randoms: list[dict], base: dict, n: int) -> dict:

@@ -146,6 +146,7 @@ def safety_analysis(model: Model, harmful: list[str] | None = None,
             safety_prompt_set(model, splits.harmless_test, "harmless"), splits.tokens, ks,
             n_random, seed, method, eps, max_new_tokens, batch_size,
             progress=lambda f, m: report(scan_share + (1 - scan_share) * f, m))
+        scores.verify.pop("_baseline")          # generated replies, not JSON
     return scores
 
 
