@@ -97,7 +97,9 @@ class SafetyDetector(Detector):
              progress: Progress | None = None) -> HeadScores:
         """Without prompts: the pipeline on the project's own sets (the paper's Ships is about
         the refusal decision: score on harmful prompts this model refuses, chosen by its own
-        replies, as `interp safety` does; 8 held-out test prompts). With prompts: Ships on them."""
+        replies, as `interp safety` does; 8 held-out test prompts). With prompts: scored on them
+        as they are. `rank_by` "refusal_logodds" needs refusal tokens, so it calibrates them on
+        the project's own sets either way; "ships" (the paper's) is the default."""
         params = params if isinstance(params, SafetyParams) else self.make_params(params)
         train = None
         if prompts is not None:
