@@ -126,7 +126,9 @@ def markdown(r: dict) -> str:
                   f"generation {_f(base['refusal_rate_generation'])}; the two main metrics agree on "
                   f"{_f(base['agreement'])} of prompts.", ""]
         rows = []
-        for name, row in verify["summary"].items():
+        flat = [(f"{set_name} {k_name}", row) for set_name, by_k in verify["summary"].items()
+                for k_name, row in by_k.items()]
+        for name, row in flat:
             for which in ("top", "random"):
                 rows.append({
                     "ablated": f"{name} {which}",

@@ -2,16 +2,19 @@
 Safety"): which attention heads make the model refuse harmful requests?
 
   1. calibrates refusal/compliance first tokens on the model's own greedy replies,
-  2. scores every head by Ships (KL of the next-token distribution when the head's query is
-     scaled by eps) on harmful prompts the model refuses, and runs Sahara's greedy search,
+  2. scores every head, on harmful prompts the model refuses, by Ships (KL of the next-token
+     distribution when the head's query is scaled by eps, the paper's) and by the drop of the
+     refusal log-odds (--rank-by picks which ranks), and runs Sahara's greedy search,
   3. checks causally: refusal rate (first-token log-odds and generated replies) on held-out
-     harmful prompts with the top-1 / top-3 heads ablated vs random heads, and whether
-     harmless replies stay the same.
+     harmful prompts with the top-1/3/5 heads of each score and Sahara's set ablated vs
+     several random head sets (95% interval), says plainly where ablating the top heads does
+     not lower refusal, and whether harmless replies stay the same.
 
 Results go to the store (run kind "safety", detector "safety"); the top heads are printed.
 
   interp safety                                     # qwen2.5-coder-0.5b-instruct, own prompts
   interp safety --harmful h.json --harmless ok.json --train 16 --test 24 --json
+  interp safety --rank-by refusal_logodds --method zero --ks 1,3 --random 5
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", default="query_scale",
                         choices=["query_scale", "query_mean", "zero", "mean"],
                         help="head ablation (default query_scale, the paper's)")
+    parser.add_argument("--rank-by", default="ships", choices=["ships", "refusal_logodds"],
+                        help="score that ranks the heads: ships (KL of the next-token "
+                             "distribution, the paper's) or refusal_logodds (drop of the refusal "
+                             "log-odds when the head is ablated); both are stored and checked "
+                             "(default ships)")
+    parser.add_argument("--ks", default="1,3,5",
+                        help="top-k head sets the causal check ablates (default '1,3,5')")
     parser.add_argument("--eps", type=float, default=1e-5, help="query scale (default 1e-5)")
     parser.add_argument("--sahara-steps", type=int, default=3,
                         help="heads in Sahara's greedy set; each step is a full scan (default 3)")
@@ -54,8 +64,9 @@ def add_arguments(parser) -> None:
                              "(default: all, as the reference)")
     parser.add_argument("--layers", default=None,
                         help="scan only these layers, e.g. '8,9,20' (default: all)")
-    parser.add_argument("--random", type=int, default=2,
-                        help="random head sets per k in the causal check (default 2)")
+    parser.add_argument("--random", type=int, default=3,
+                        help="random head sets per k in the causal check; 2 or more give a "
+                             "95%% interval (default 3)")
     parser.add_argument("--max-new-tokens", type=int, default=24,
                         help="greedy reply length for the generation metric (default 24)")
     parser.add_argument("--no-verify", action="store_true", help="skip the causal check")
@@ -82,6 +93,14 @@ def run(args) -> int:
             layers = [int(x) for x in args.layers.replace(",", " ").split()]
         except ValueError:
             raise InvalidInput(f"--layers must be integers like '8,9,20', got {args.layers!r}") from None
+    try:
+        ks = tuple(int(x) for x in args.ks.replace(",", " ").split())
+    except ValueError:
+        raise InvalidInput(f"--ks must be integers like '1,3,5', got {args.ks!r}") from None
+    if not ks or min(ks) < 1:
+        raise InvalidInput(f"--ks must be positive integers like '1,3,5', got {args.ks!r}")
+    if args.random < 1:
+        raise InvalidInput("--random must be at least 1")
     harmful, harmless = read(args.harmful), read(args.harmless)
     harmful_test, harmless_test = read(args.harmful_test), read(args.harmless_test)
     store = open_store(args.store)
@@ -90,13 +109,15 @@ def run(args) -> int:
               "sahara_candidates": args.sahara_candidates, "calibration": args.calibration,
               "train": args.train, "test": args.test, "random": args.random,
               "max_new_tokens": args.max_new_tokens, "seed": args.seed, "layers": layers,
-              "harmful": args.harmful, "harmless": args.harmless}
+              "harmful": args.harmful, "harmless": args.harmless, "rank_by": args.rank_by,
+              "ks": list(ks)}
     with store.run("safety", model.model_id, params) as run_writer:
         scores = safety_analysis(
             model, harmful, harmless, harmful_test, harmless_test, n_calibration=args.calibration,
             n_train=args.train, n_test=args.test, seed=args.seed, method=args.method,
             eps=args.eps, sahara_steps=args.sahara_steps,
-            sahara_candidates=args.sahara_candidates, n_random=args.random,
+            sahara_candidates=args.sahara_candidates, ks=ks, n_random=args.random,
+            rank_by=args.rank_by,
             max_new_tokens=args.max_new_tokens, run_verify=not args.no_verify, layers=layers,
             progress=run_writer.progress)
         run_writer.add_scores(scores)
@@ -114,11 +135,31 @@ def _fmt(value, digits=2):
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _heads(heads) -> str:
+    return " ".join(f"L{l}H{h}" for l, h in heads)
+
+
+def _rate(row: dict, key: str, which: str) -> str:
+    value = row[f"{key}_{which}"]
+    interval = row.get(f"{key}_{which}_interval")
+    return _fmt(value) + ("" if not interval else f" [{interval[0]:.2f},{interval[1]:.2f}]")
+
+
 def print_report(result: dict) -> None:
-    print(f"safety heads of {result['model_id']} (Ships on {result['n_train']} refused harmful "
-          f"prompts, scan {result['scan_seconds']} s)")
-    print_table([{"rank": i + 1, "head": f"L{h['layer']}H{h['head']}", "ships": f"{h['score']:.4f}"}
-                 for i, h in enumerate(result["top_heads"])], ["rank", "head", "ships"])
+    rank_by = result.get("rank_by", "ships")
+    print(f"safety heads of {result['model_id']} (ranked by {rank_by} on {result['n_train']} "
+          f"refused harmful prompts, scan {result['scan_seconds']} s)")
+    top_by = result.get("top_by") or {rank_by: result["top_heads"]}
+    names = list(top_by)
+    rows = []
+    for i in range(max(len(v) for v in top_by.values())):
+        row = {"rank": i + 1}
+        for name in names:
+            entry = top_by[name][i] if i < len(top_by[name]) else None
+            row[name] = "-" if entry is None else \
+                f"L{entry['layer']}H{entry['head']} {entry['score']:.4f}"
+        rows.append(row)
+    print_table(rows, ["rank", *names])
     if result.get("sahara"):
         heads = ", ".join(f"L{l}H{h} ({a:.1f} deg)" for (l, h), a in
                           zip(result["sahara"]["heads"], result["sahara"]["angles"]))
@@ -130,22 +171,25 @@ def print_report(result: dict) -> None:
     if "causal_check" not in result:
         return
     base = result["baseline"]
-    print(f"\nheld-out harmful prompts (n={base['n']}): refusal rate baseline "
-          f"{_fmt(base['refusal_rate_logodds'])} (log-odds) / "
-          f"{_fmt(base['refusal_rate_generation'])} (generation)")
+    print(f"\nheld-out harmful prompts (n={base['n']}), ablation {result.get('check_method')}: "
+          f"refusal rate baseline {_fmt(base['refusal_rate_generation'])} (generation) / "
+          f"{_fmt(base['refusal_rate_logodds'])} (log-odds); [95% interval]: top over prompts, "
+          "random over draws")
     rows = []
-    for name, row in result["causal_check"].items():
-        rows.append({
-            "ablated": name, "heads": " ".join(f"L{l}H{h}" for l, h in row["heads"]),
-            "refusal logodds top/random": f"{_fmt(row['refusal_rate_logodds_top'])} / "
-                                          f"{_fmt(row['refusal_rate_logodds_random'])}",
-            "refusal gen top/random": f"{_fmt(row['refusal_rate_generation_top'])} / "
-                                      f"{_fmt(row['refusal_rate_generation_random'])}",
-            "compliance x (gen)": f"{_fmt(row['multiplier_generation_top'])} / "
-                                  f"{_fmt(row['multiplier_generation_random'])}",
-            "harmless ppl top/random": f"{_fmt(row['harmless_perplexity_under_unablated_top'])} / "
-                                       f"{_fmt(row['harmless_perplexity_under_unablated_random'])}",
-            "harmless same": f"{_fmt(row['harmless_same_as_baseline_top'])} / "
-                             f"{_fmt(row['harmless_same_as_baseline_random'])}",
-        })
+    for set_name, by_k in result["causal_check"].items():
+        for k_name, row in by_k.items():
+            rows.append({
+                "heads": f"{set_name} {k_name}", "ablated": _heads(row["heads"]),
+                "gen refusal top": _rate(row, "refusal_rate_generation", "top"),
+                "gen refusal random": _rate(row, "refusal_rate_generation", "random"),
+                "logodds refusal top": _rate(row, "refusal_rate_logodds", "top"),
+                "logodds refusal random": _rate(row, "refusal_rate_logodds", "random"),
+                "lowers (gen/logodds)": f"{'yes' if row['lowers_refusal_generation'] else 'NO'}/"
+                                        f"{'yes' if row['lowers_refusal_logodds'] else 'NO'}",
+                "harmless same top/random": f"{_fmt(row['harmless_same_as_baseline_top'])} / "
+                                            f"{_fmt(row['harmless_same_as_baseline_random'])}",
+            })
     print_table(rows, list(rows[0]))
+    print()
+    for verdict in result.get("verdicts", []):
+        print("-", verdict)

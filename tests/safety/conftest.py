@@ -59,3 +59,17 @@ def refused(qwen, instructions, calibration):
                                             calibration.tokens)]
     assert len(chosen) >= 6, f"Qwen starts a refusal on only {len(chosen)} of {len(pool)} prompts"
     return chosen
+
+
+@pytest.fixture(scope="session")
+def refused_harmbench(qwen, instructions, calibration):
+    """HarmBench prompts (harmful_val.json, a different source than the training prompts) whose
+    greedy reply Qwen starts with a refusal token, the most confident first."""
+    from interp.refusal import rank_refused
+    from interp.tasks.safety import safety_prompt_set
+
+    pool = instructions["harmful_val"][:12]
+    chosen = [pool[i] for i in rank_refused(qwen, safety_prompt_set(qwen, pool, "harmful"),
+                                            calibration.tokens)]
+    assert len(chosen) >= 3, f"Qwen starts a refusal on only {len(chosen)} of {len(pool)} prompts"
+    return chosen

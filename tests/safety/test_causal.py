@@ -1,6 +1,7 @@
 """The causal claim, small enough for the test budget but able to fail: the head Ships ranks
-first (zero ablation, one layer, 2 refused prompts) lowers the refusal log-odds of OTHER refused
-prompts more than random heads do, and leaves harmless replies as they were.
+first (zero ablation, one layer, 2 refused AdvBench prompts) lowers the refusal log-odds of
+refused prompts from another source (HarmBench) more than random heads do, and leaves harmless
+replies as they were. One registry scan serves the first two tests.
 
 Real-scale numbers (all 336 heads, refusal rates, the compliance multiplier) are in
 benchmarks/safety.py.
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import random
 
-from interp.heads.safety import head_ablation, ships_scan
+import pytest
+import torch
+
+from interp.heads.safety import head_ablation
 from interp.refusal import first_token_refusal, greedy_generate
 from interp.tasks.safety import safety_prompt_set
 
@@ -18,12 +22,23 @@ LAYER = 8     # the layer the issue's quick look pointed at; every head of it is
 METHOD = "zero"
 
 
-def test_top_ships_head_lowers_refusal_on_held_out_prompts(qwen, refused, calibration):
-    tokens = calibration.tokens
+@pytest.fixture(scope="module")
+def registry_scores(qwen, refused):
+    """The registry's detector on 2 refused training prompts, layer 8 (one scan for the tests
+    below: `interp scan MODEL --detectors safety` path)."""
+    from interp.heads import get_detector
+
     train = safety_prompt_set(qwen, refused[:2], "harmful")
-    held_out = safety_prompt_set(qwen, refused[2:5], "harmful")
-    scan = ships_scan(qwen, train, METHOD, layers=[LAYER], tokens=tokens)
-    top = (LAYER, int(scan.ships[LAYER].argmax()))
+    return get_detector("safety").scan(qwen, prompts=train,
+                                       params={"layers": str(LAYER), "method": METHOD})
+
+
+def test_top_ships_head_lowers_refusal_on_held_out_prompts_of_another_source(
+        qwen, registry_scores, refused_harmbench, calibration):
+    """Found on AdvBench prompts, checked on HarmBench ones the model refuses."""
+    tokens = calibration.tokens
+    held_out = safety_prompt_set(qwen, refused_harmbench[:4], "harmful")
+    top = (LAYER, int(registry_scores.scores[LAYER].argmax()))
 
     base, greedy_refuses = first_token_refusal(qwen, held_out, tokens)
     assert greedy_refuses.all()
@@ -46,17 +61,17 @@ def test_top_ships_head_lowers_refusal_on_held_out_prompts(qwen, refused, calibr
     assert ablated.token_ids == calibration.harmless_replies.token_ids
 
 
-def test_safety_detector_from_the_registry_and_its_generic_check(qwen, refused, calibration):
+def test_safety_detector_from_the_registry_and_its_generic_check(qwen, refused, calibration,
+                                                                 registry_scores):
     """`interp scan MODEL --detectors safety --verify K` path: the registry's detector scores the
     heads, and `interp.heads.verify` measures refusal log-odds on held-out prompts with the top
     head vs random heads ablated, using the refusal tokens stored with the scan."""
-    from interp.heads import get_detector, verify
+    from interp.heads import verify
     from interp.heads.safety import refusal_tokens_of
 
-    train = safety_prompt_set(qwen, refused[:2], "harmful")
-    scores = get_detector("safety").scan(qwen, prompts=train,
-                                         params={"layers": str(LAYER), "method": METHOD})
+    scores = registry_scores
     assert scores.detector == "safety" and scores.params["method"] == METHOD
+    assert scores.params["rank_by"] == "ships" and torch.equal(scores.scores, scores.details["ships"])
     assert tuple(scores.scores.shape) == (qwen.n_layers, qwen.n_heads)
     assert scores.scores[LAYER].gt(0).all() and scores.scores[LAYER + 1].eq(0).all()
     assert scores.info["train_instructions"] == refused[:2]   # what a fallback check leaves out

@@ -9,6 +9,7 @@ from interp.ablation import ABLATIONS, ablate_heads
 from interp.heads.base import Detector, Progress, Prompts, as_prompt_set, check_context, param, params_json
 from interp.heads.behaviour import Behaviour
 from interp.heads.safety.pipeline import DETECTOR, safety_analysis
+from interp.heads.safety.rankings import RANKINGS
 from interp.models import Model
 from interp.refusal import RefusalSplits, RefusalTokens, first_token_refusal, select_refusing
 from interp.scores import HeadScores
@@ -78,12 +79,16 @@ class SafetyParams:
                                    "first-step heads (0: all heads, as the reference)")
     layers: tuple[int, ...] = param((), "scan only these layers (empty: all)")
     rows_per_forward: int = param(56, "(prompt, head) rows per forward pass")
+    rank_by: str = param("ships", "which score ranks the heads: 'ships' (KL of the next-token "
+                         "distribution, the paper's) or 'refusal_logodds' (drop of the refusal "
+                         "log-odds when ablated); both are stored", choices=tuple(RANKINGS))
 
 
 class SafetyDetector(Detector):
     name = DETECTOR
     description = ("safety heads: Ships, KL of the next-token distribution when the head's query "
-                   "is scaled by eps (Zhou et al. 2024), on harmful chat prompts")
+                   "is scaled by eps (Zhou et al. 2024), or the drop of the refusal log-odds "
+                   "(rank_by), on harmful chat prompts")
     Params = SafetyParams
     behaviour = "refusal rate on held-out harmful prompts with these heads ablated"
     check_sizes = (16, None)
@@ -92,7 +97,9 @@ class SafetyDetector(Detector):
              progress: Progress | None = None) -> HeadScores:
         """Without prompts: the pipeline on the project's own sets (the paper's Ships is about
         the refusal decision: score on harmful prompts this model refuses, chosen by its own
-        replies, as `interp safety` does; 8 held-out test prompts). With prompts: Ships on them."""
+        replies, as `interp safety` does; 8 held-out test prompts). With prompts: scored on them
+        as they are. `rank_by` "refusal_logodds" needs refusal tokens, so it calibrates them on
+        the project's own sets either way; "ships" (the paper's) is the default."""
         params = params if isinstance(params, SafetyParams) else self.make_params(params)
         train = None
         if prompts is not None:
@@ -103,7 +110,7 @@ class SafetyDetector(Detector):
                                  sahara_candidates=params.sahara_candidates or None,
                                  layers=list(params.layers) or None, run_verify=False,
                                  train=train, rows_per_forward=params.rows_per_forward,
-                                 progress=progress)
+                                 progress=progress, rank_by=params.rank_by)
         scores.params = params_json(params)
         return scores
 
@@ -118,9 +125,12 @@ class SafetyDetector(Detector):
                          measure, n, intervention)
 
     def summary(self, scores: HeadScores) -> dict:
-        """Top heads by Ships, Sahara's set, timings, the refusal tokens and, after
-        `safety_analysis`'s check, the held-out baseline and the top-k vs random-k table."""
+        """Top heads by the ranking score (and by every score the scan stored), Sahara's set,
+        timings, the refusal tokens and, after `safety_analysis`'s check, the held-out baseline,
+        the top-k vs random-k table per head set and its verdicts."""
         out = {"model_id": scores.model_id, "top_heads": scores.top(10),
+               "rank_by": scores.info.get("rank_by", scores.params.get("rank_by", "ships")),
+               "top_by": scores.info.get("top_by"),
                "sahara": scores.info.get("sahara"),
                "scan_seconds": scores.info.get("scan_seconds"),
                "sahara_seconds": scores.info.get("sahara_seconds"),
@@ -130,6 +140,8 @@ class SafetyDetector(Detector):
         if "summary" in verify:                 # `causal_check`'s result
             out["baseline"] = verify["baseline"]["harmful"]
             out["causal_check"] = verify["summary"]
+            out["verdicts"] = verify.get("verdicts", [])
+            out["check_method"] = verify.get("method")
         elif verify:                            # the generic `interp.heads.verify`
             out["verify"] = verify
         return out
