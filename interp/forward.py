@@ -807,12 +807,14 @@ def greedy_decode(model: Model, input_ids: list[int], max_new_tokens: int,
     ids = torch.tensor([input_ids], device=device)
     cache = DynamicCache(config=model.hf_model.config)
     if ids.shape[1] > 1:
-        model.hf_model.model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)
+        with _polling_stop(model):
+            model.hf_model.model(input_ids=ids[:, :-1], past_key_values=cache, use_cache=True)
     if on_prefilled is not None:
         on_prefilled()
     feed = ids[:, -1:]
     out: list[int] = []
     for step in range(max_new_tokens):
+        check_stop()  # a retrieval scan decodes for minutes: Cancel must reach it between steps
         logits = model.hf_model(input_ids=feed, past_key_values=cache, use_cache=True,
                                 logits_to_keep=1).logits
         token = int(logits[0, -1].argmax())
