@@ -30,12 +30,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-RESULTS = Path(__file__).parent / "results"
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "refusal_direction"
-
-
-def read(name: str) -> list[str]:
-    return [r["instruction"] for r in json.loads((DATA / f"{name}.json").read_text())]
+from benchmarks.safety import RESULTS, read  # noqa: E402  (the shared refusal_direction data)
 
 
 def main() -> None:

@@ -12,11 +12,10 @@ calibration lands in the results store (and in --save CAL.json); apply it later 
 
 from __future__ import annotations
 
-import json
 import sys
 
 from interp_cli.commands.common import (add_model_arguments, add_store_argument, check_json_path,
-                                        load_from_args, open_store, write_json)
+                                        emit_json, load_from_args, open_store)
 from interp_cli.commands.evaluate import add_task_arguments, load_files, print_report
 
 HELP = "search the heads ACT should calibrate for a task; report baseline / all heads / searched"
@@ -71,10 +70,6 @@ def run(args) -> int:
     if args.save:
         calibration.save(args.save)
         say(f"calibration written to {args.save}")
-    if args.json:
-        if str(args.json) == "-":
-            json.dump(public(report), sys.stdout, indent=2)
-        else:
-            write_json(args.json, public(report))
-            print(f"JSON written to {args.json}")
+    if not emit_json(args.json, public(report)) and args.json:
+        print(f"JSON written to {args.json}")
     return 0

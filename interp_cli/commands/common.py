@@ -81,7 +81,7 @@ def write_json(path: Path, data: dict) -> None:
 def emit_json(path, data: dict) -> bool:
     """Honour --json PATH: '-' prints the JSON (and the caller prints nothing else: returns
     True), a path gets it written atomically; no --json does nothing."""
-    if path == "-":
+    if path is not None and str(path) == "-":
         print(json.dumps(data, indent=2))
         return True
     if path:

@@ -11,12 +11,11 @@ JSONL {"text", "label"}, CSV/TSV with --text-col/--label-col, or SST-2 `stsa.bin
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from interp_cli.commands.common import (add_model_arguments, check_json_path, load_from_args,
-                                        write_json)
+from interp_cli.commands.common import (add_model_arguments, check_json_path, emit_json,
+                                        load_from_args)
 
 HELP = "accuracy on a classification task (0/K-shot), with or without a saved ACT calibration"
 
@@ -101,10 +100,6 @@ def run(args) -> int:
     finally:
         bar.close()
     print_report(report, files, sys.stderr if str(args.json) == "-" else None)
-    if args.json:
-        if str(args.json) == "-":
-            json.dump(public(report), sys.stdout, indent=2)
-        else:
-            write_json(args.json, public(report))
-            print(f"JSON written to {args.json}")
+    if not emit_json(args.json, public(report)) and args.json:
+        print(f"JSON written to {args.json}")
     return 0
