@@ -63,42 +63,6 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "layers": (0, 1023),
     "rows_per_forward": (1, 8192),
 }
-# What one cell of each detector's heatmap means, in one line, with the paper it follows: the
-# dashboard prints it under the heatmap, so a reader knows what a high number claims.
-SCORE_MEANINGS: dict[str, str] = {
-    "previous_token": "mean attention from each token to the token just before it; ~1 = a "
-                      "previous-token head (Olsson et al. 2022, In-context Learning and Induction "
-                      "Heads; TransformerLens detect_head)",
-    "duplicate_token": "mean attention from a repeated token to its earlier occurrences; ~1 = a "
-                       "duplicate-token head (Wang et al. 2022, Interpretability in the Wild "
-                       "(IOI); TransformerLens)",
-    "induction": "mean attention on repeated sequences to the token after the current token's "
-                 "earlier occurrence; ~1 = an induction head (Olsson et al. 2022)",
-    "sink": "alpha_1: mean attention each head gives the first token; above epsilon (0.3) = a "
-            "first-token sink (Gu et al. 2024, When Attention Sink Emerges; Xiao et al. 2023, "
-            "StreamingLLM)",
-    "retrieval": "share of needle-answer tokens the head copies from the needle while the "
-                 "model answers; above 0.1 = a retrieval head (Wu et al. 2024, Retrieval Head "
-                 "Mechanistically Explains Long-Context Factuality)",
-    "streaming": "attention mass on the sink tokens plus a recent window; high = the head "
-                 "loses little from a streaming (sink + window) cache (Xiao et al. 2024, "
-                 "DuoAttention)",
-    "safety": "KL of the next-token distribution on harmful prompts when the head's query is "
-              "scaled to ~0; high = ablating it changes refusal (Zhou et al. 2024, Ships / "
-              "Sahara: On the Role of Attention Heads in LLM Safety)",
-}
-
-
-def score_meaning(detector: str) -> str:
-    """The one-line meaning of `detector`'s score (SCORE_MEANINGS), or its description."""
-    if detector in SCORE_MEANINGS:
-        return SCORE_MEANINGS[detector]
-    from interp.heads.registry import DETECTORS
-
-    known = DETECTORS.get(detector)
-    return known.description if known is not None else ""
-
-
 # n_prompts x max_tokens at most: 2^20 tokens is about an hour of forwards for a 135M model on
 # one CPU core, and building that many prompts takes seconds (a job that cannot be cancelled
 # while it builds its prompts must not build for minutes).
@@ -148,6 +112,9 @@ class Detector:
     description: ClassVar[str]
     Params: ClassVar[type]
     behaviour: ClassVar[str] = ""
+    meaning: ClassVar[str] = ""
+    """What one cell of the detector's heatmap means, in one line, with the paper it follows:
+    the dashboard prints it under the heatmap, so a reader knows what a high number claims."""
     check_sizes: ClassVar[tuple[int, int | None] | None] = None
     """(n_prompts, max_tokens) of the causal check's default prompts (small: a check, not a
     benchmark); None when the detector has no causal check."""

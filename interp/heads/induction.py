@@ -158,9 +158,10 @@ class InductionFamilyDetector(Detector):
     behaviour = "loss on the second half of repeated random-token sequences"
     check_sizes = (8, 128)
 
-    def __init__(self, kind: str, description: str):
+    def __init__(self, kind: str, description: str, meaning: str):
         self.name = kind
         self.description = description
+        self.meaning = meaning
 
     def scan(self, model: Model, prompts: Prompts = None, params: InductionFamilyParams | None = None,
              progress: Progress | None = None) -> HeadScores:
@@ -219,8 +220,16 @@ class InductionFamilyDetector(Detector):
 
 
 PREVIOUS_TOKEN = InductionFamilyDetector(
-    "previous_token", "attention from each token to the token just before it (TransformerLens)")
+    "previous_token", "attention from each token to the token just before it (TransformerLens)",
+    "mean attention from each token to the token just before it; ~1 = a "
+    "previous-token head (Olsson et al. 2022, In-context Learning and Induction "
+    "Heads; TransformerLens detect_head)")
 DUPLICATE_TOKEN = InductionFamilyDetector(
-    "duplicate_token", "attention to earlier occurrences of the same token (TransformerLens)")
+    "duplicate_token", "attention to earlier occurrences of the same token (TransformerLens)",
+    "mean attention from a repeated token to its earlier occurrences; ~1 = a "
+    "duplicate-token head (Wang et al. 2022, Interpretability in the Wild "
+    "(IOI); TransformerLens)")
 INDUCTION = InductionFamilyDetector(
-    "induction", "attention to the token after an earlier occurrence of the current token (TransformerLens)")
+    "induction", "attention to the token after an earlier occurrence of the current token (TransformerLens)",
+    "mean attention on repeated sequences to the token after the current token's "
+    "earlier occurrence; ~1 = an induction head (Olsson et al. 2022)")

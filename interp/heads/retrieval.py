@@ -123,6 +123,9 @@ def tests_from_prompt_set(model: Model, prompts: PromptSet) -> list[NeedleTest]:
 class RetrievalDetector(Detector):
     name = "retrieval"
     description = "retrieval heads: copy-paste from the needle while answering (Wu et al.)"
+    meaning = ("share of needle-answer tokens the head copies from the needle while the "
+              "model answers; above 0.1 = a retrieval head (Wu et al. 2024, Retrieval Head "
+              "Mechanistically Explains Long-Context Factuality)")
     Params = RetrievalParams
     behaviour = "needle recall (ROUGE-1) with these heads ablated"
     check_sizes = (5, None)

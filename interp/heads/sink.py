@@ -89,6 +89,9 @@ def with_bos(model: Model, prompts: PromptSet | None, default: PromptSet) -> Pro
 class SinkDetector(Detector):
     name = "sink"
     description = "attention sinks: mean attention each head gives the first token (Gu et al. alpha_1)"
+    meaning = ("alpha_1: mean attention each head gives the first token; above epsilon (0.3) = a "
+              "first-token sink (Gu et al. 2024, When Attention Sink Emerges; Xiao et al. 2023, "
+              "StreamingLLM)")
     Params = SinkParams
     behaviour = "loss change when the first-token sink is masked in these heads"
     check_sizes = (4, 256)

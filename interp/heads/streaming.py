@@ -82,6 +82,9 @@ def streaming_mass(gathered: torch.Tensor, batch: TokenBatch, sink_tokens: int,
 class StreamingDetector(Detector):
     name = "streaming"
     description = "streaming heads: attention mass on the sink tokens plus a recent window (DuoAttention)"
+    meaning = ("attention mass on the sink tokens plus a recent window; high = the head "
+              "loses little from a streaming (sink + window) cache (Xiao et al. 2024, "
+              "DuoAttention)")
     Params = StreamingParams
     behaviour = "loss change when these heads see only the sinks and the recent window"
     check_sizes = (2, 512)

@@ -65,3 +65,13 @@ def test_cli_overrides_map_prompts_and_tokens():
     assert get_detector("induction").cli_overrides(4, 128) == {"n_prompts": 4, "max_tokens": 128}
     assert get_detector("retrieval").cli_overrides(2, 2000) == {"n_needles": 2, "context_lengths": (1000, 2000)}
     assert get_detector("sink").cli_overrides(None, None) == {}
+
+
+def test_every_detector_says_what_its_score_means():
+    """The dashboard prints `meaning` under each heatmap; a new detector must say it too."""
+    from interp.heads import DETECTORS
+    from interp.heads.base import score_meaning
+
+    for name, detector in DETECTORS.items():
+        assert detector.meaning and "20" in detector.meaning, name   # a cited paper's year
+        assert score_meaning(name) == detector.meaning

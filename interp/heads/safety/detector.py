@@ -89,6 +89,9 @@ class SafetyDetector(Detector):
     description = ("safety heads: Ships, KL of the next-token distribution when the head's query "
                    "is scaled by eps (Zhou et al. 2024), or the drop of the refusal log-odds "
                    "(rank_by), on harmful chat prompts")
+    meaning = ("KL of the next-token distribution on harmful prompts when the head's query is "
+               "scaled to ~0; high = ablating it changes refusal (Zhou et al. 2024, Ships / "
+               "Sahara: On the Role of Attention Heads in LLM Safety)")
     Params = SafetyParams
     behaviour = "refusal rate on held-out harmful prompts with these heads ablated"
     check_sizes = (16, None)
