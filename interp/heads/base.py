@@ -63,6 +63,14 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "layers": (0, 1023),
     "rows_per_forward": (1, 8192),
 }
+def score_meaning(detector: str) -> str:
+    """The one-line meaning of `detector`'s score (`Detector.meaning`), or its description."""
+    from interp.heads.registry import DETECTORS
+
+    known = DETECTORS.get(detector)
+    return (known.meaning or known.description) if known is not None else ""
+
+
 # n_prompts x max_tokens at most: 2^20 tokens is about an hour of forwards for a 135M model on
 # one CPU core, and building that many prompts takes seconds (a job that cannot be cancelled
 # while it builds its prompts must not build for minutes).
