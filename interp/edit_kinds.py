@@ -51,11 +51,24 @@ EDIT_KINDS: dict[str, EditKind] = {
 }
 
 
+# `interp steer --pasta PHRASE --heads auto`: the heads a stored PASTA profile chose
+# (`interp.steering.pasta_profile`); the CLI resolves it to heads before `check_edit`.
+AUTO_HEADS = "auto"
+
+
+def is_auto_heads(heads) -> bool:
+    return isinstance(heads, str) and heads.strip().lower() == AUTO_HEADS
+
+
 def parse_edit_heads(heads) -> list[Head]:
     """An edit's heads as typed ("18.6, 17.3", semicolons also separate) or given as pairs;
     None or blank text -> [] (refused by `check_edit`: every edit kind names its heads)."""
     if heads is None or (isinstance(heads, str) and not heads.strip()):
         return []
+    if is_auto_heads(heads):
+        raise InvalidInput("heads 'auto' means the model's profiled PASTA heads: resolve them "
+                           "first (`interp steer MODEL --pasta PHRASE --heads auto` does; "
+                           "`interp pasta MODEL` profiles them), or name heads as LAYER.HEAD")
     if isinstance(heads, str):
         return parse_heads(heads.replace(";", ","))
     return [tuple(pair) for pair in heads]

@@ -18,7 +18,7 @@ from interp.errors import InterpError
 
 # Order is the order `interp --help` shows them in.
 COMMANDS = ["models", "load", "runs", "scan", "steer", "dashboard", "safety", "patch", "circuit",
-            "sae", "calibrate", "evaluate"]
+            "sae", "calibrate", "evaluate", "pasta"]
 
 DESCRIPTION = """\
 An attention-interpretability workbench.

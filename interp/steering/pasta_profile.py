@@ -27,7 +27,7 @@ Here, sized for a CPU (SmolLM2-135M has 30 x 9 = 270 heads):
 
     profile = profile_heads(model, ["counterfactual", "uppercase"], n_items=12, layers=6)
     profile.heads            # [(layer, head), ...]
-    profile.save_to_store(store); PastaProfile.from_store(store, model_id=model.model_id)
+    profile.save_to_store(store); PastaProfile.from_store(store, model.model_id).heads
 
 Cancellation: run inside `interp.forward.stop_when(...)`; every forward polls it.
 """
@@ -88,7 +88,7 @@ class PastaProfile:
     def from_json(cls, data: dict) -> "PastaProfile":
         if data.get("kind") != KIND or "heads" not in data or "model_id" not in data:
             raise InvalidInput(f"not a PASTA profile (no kind {KIND!r} with model_id and heads): "
-                               "give a file written by `interp pasta-profile --save`")
+                               "give a file written by `interp pasta MODEL --json PROFILE.json`")
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         fields["heads"] = [tuple(h) for h in data["heads"]]
         return cls(**fields)
@@ -106,7 +106,7 @@ class PastaProfile:
         path = Path(path)
         if not path.is_file():
             raise InvalidInput(f"{path} does not exist: give a profile JSON written by "
-                               "`interp pasta-profile MODEL --save PROFILE.json`")
+                               "`interp pasta MODEL --json PROFILE.json`")
         try:
             return cls.from_json(json.loads(path.read_text()))
         except json.JSONDecodeError as exc:
@@ -121,15 +121,26 @@ class PastaProfile:
         return run.id
 
     @classmethod
-    def from_store(cls, store, model_id: str) -> "PastaProfile":
-        """The newest complete profile of `model_id` (the weights' id; "name@hash"), or an
-        error naming the command that makes one."""
-        runs = store.list_runs(model_id=model_id, kind=KIND, status="complete", limit=1)
-        if not runs:
-            name = model_id.split("@")[0]
-            raise InvalidInput(f"no PASTA profile of {model_id} in {store.path}: run "
-                               f"`interp pasta-profile {name}` first (or name --heads LAYER.HEAD,...)")
-        return cls.from_json(runs[0].result or {})
+    def from_store(cls, store, model: str) -> "PastaProfile":
+        """The newest complete profile of `model`: a model id ("name@hash", exact match) or a
+        model name (any weights of that name; check `matches` once the model is loaded). An
+        error naming the command that makes one when there is none."""
+        runs = store.list_runs(kind=KIND, status="complete", limit=10_000)
+        name = model.split("@")[0]
+        found = [r for r in runs
+                 if (r.model_id == model if "@" in model else r.model_id.split("@")[0] == name)]
+        if not found:
+            raise InvalidInput(f"no PASTA profile of {model} in {store.path}: run "
+                               f"`interp pasta {name}` first to profile its heads (or name the "
+                               "heads: --heads LAYER.HEAD,...)")
+        return cls.from_json(found[0].result or {})
+
+    def check_model(self, model) -> None:
+        """Refuse a loaded model whose weights are not the ones profiled."""
+        if model.model_id != self.model_id:
+            raise InvalidInput(f"the stored PASTA profile is of {self.model_id}, not "
+                               f"{model.model_id}: run `interp pasta {model.name}` to profile "
+                               "these weights")
 
 
 # ---- one task's profiling data -----------------------------------------------------------------
