@@ -111,7 +111,7 @@ def report(results: dict) -> str:
     if profile:
         heads = ", ".join(f"{l}.{h}" for l, h in profile["heads"]) or "none"
         lines += [f"Profile: {profile['n_items']} profiling items (profiling halves), layer screen "
-                  f"kept layers {profile['layers_screened']}, alpha {profile['alpha']}, "
+                  f"kept layers {profile.get('layers_profiled', profile.get('layers_screened'))}, alpha {profile['alpha']}, "
                   f"{profile['seconds']:.0f} s. Chosen heads (top-{profile['k']} of every task, "
                   f"intersected): **{heads}**.", "",
                   "Unsteered accuracy on the profiling items: " + ", ".join(

@@ -62,7 +62,8 @@ class PastaProfile:
     head_gains: {task: [[layer, head, margin gain, accuracy gain], ...]} best first, every head
         profiled alone. layer_gains: {task: [[layer, margin gain, accuracy gain], ...]} of the
         layer screen (empty without one). baseline: {task: {"accuracy", "margin"}}.
-    k: the per-task top-k whose intersection gave `heads`.
+    k: the per-task top-k whose intersection gave `heads`. layers_profiled: the layers whose
+    heads were profiled one by one (the layer screen's pick, or every candidate layer).
     """
 
     model_id: str
@@ -73,7 +74,7 @@ class PastaProfile:
     seed: int = 0
     size: int = 8
     k: int | None = None
-    layers_screened: list[int] | None = None
+    layers_profiled: list[int] = field(default_factory=list)
     head_gains: dict = field(default_factory=dict)
     layer_gains: dict = field(default_factory=dict)
     baseline: dict = field(default_factory=dict)
@@ -233,16 +234,21 @@ def _gains(data: _Prepared, steered: torch.Tensor, rows: Sequence[int]) -> tuple
 def profile_heads(model, tasks: Sequence[str | PastaTask] = ("counterfactual", "uppercase"), *,
                   n_items: int = 12, layers: int | None = 6, size: int = 8,
                   alpha: float = ALPHA, seed: int = 0, batch_size: int = 16,
+                  only_layers: Sequence[int] | None = None,
                   progress: Progress | None = None) -> PastaProfile:
     """Profile PASTA heads of `model` on `tasks` (built-in names, JSONL paths or PastaTasks);
-    see the module docstring for the procedure, `layers` (the screen) and `size` (the set)."""
+    see the module docstring for the procedure, `layers` (the screen) and `size` (the set).
+    only_layers: profile the heads of these layers only (the screen, if any, ranks them)."""
     from interp.forward import check_stop
 
     check_profile_arguments(n_items, layers, size, alpha, batch_size, model.n_layers)
+    candidates = sorted(set(range(model.n_layers) if only_layers is None else only_layers))
+    if not candidates or not all(0 <= layer < model.n_layers for layer in candidates):
+        raise InvalidInput(f"only_layers {only_layers}: name layers 0..{model.n_layers - 1}")
     tasks = [t if isinstance(t, PastaTask) else load_pasta_task(t) for t in tasks]
     started = time.perf_counter()
     prepared = [prepare(model, task, n_items, seed) for task in tasks]
-    n_heads, n_layers = model.n_heads, model.n_layers
+    n_heads, n_layers = model.n_heads, len(candidates)
     screen = layers is not None and layers < n_layers
     total = sum(len(d.items) for d in prepared) * (1 + (n_layers if screen else 0)
                                                    + n_heads * (layers if screen else n_layers))
@@ -261,18 +267,18 @@ def profile_heads(model, tasks: Sequence[str | PastaTask] = ("counterfactual", "
 
     # layer screen: every head of a layer together
     layer_gains: dict[str, list] = {d.name: [] for d in prepared}
-    kept_layers = list(range(n_layers))
+    kept_layers = candidates
     if screen:
         all_heads = tuple(range(n_heads))
         for data in prepared:
             n = len(data.items)
-            for layer in range(n_layers):
+            for count, layer in enumerate(candidates):
                 steered = torch.cat([steered_margins(model, data, layer, rows, [all_heads] * len(rows), alpha)
                                      for rows in _chunks(range(n), batch_size)])
                 layer_gains[data.name].append([layer, *_gains(data, steered, range(n))])
-                advance(n, f"{data.name}: layer screen {layer + 1}/{n_layers}")
-        mean_gain = {layer: sum(layer_gains[d.name][layer][1] for d in prepared) / len(prepared)
-                     for layer in range(n_layers)}
+                advance(n, f"{data.name}: layer screen {count + 1}/{n_layers}")
+        mean_gain = {row[0]: sum(layer_gains[d.name][j][1] for d in prepared) / len(prepared)
+                     for j, row in enumerate(layer_gains[prepared[0].name])}
         kept_layers = sorted(sorted(mean_gain, key=lambda l: -mean_gain[l])[:layers])
         for name in layer_gains:
             layer_gains[name].sort(key=lambda row: -row[1])
@@ -297,7 +303,7 @@ def profile_heads(model, tasks: Sequence[str | PastaTask] = ("counterfactual", "
     return PastaProfile(
         model_id=model.model_id, heads=heads, alpha=alpha, tasks=[t.source or t.name for t in tasks],
         n_items={d.name: len(d.items) for d in prepared}, seed=seed, size=size, k=k,
-        layers_screened=kept_layers if screen else None, head_gains=head_gains,
+        layers_profiled=list(kept_layers), head_gains=head_gains,
         layer_gains=layer_gains if screen else {},
         baseline={d.name: {"accuracy": float((d.base > 0).float().mean()),
                            "margin": float(d.base.mean())} for d in prepared},
