@@ -95,7 +95,8 @@ def main() -> None:
                 continue
             m = evaluate_heads(model, items, heads, args.alpha)
             correct = int((m > 0).sum())
-            rows[name] = {"accuracy": correct / len(items), "ci95": wilson_interval(correct, len(items)),
+            rows[name] = {"accuracy": correct / len(items),
+                          "ci95": wilson_interval(correct, len(items)),
                           "correct": correct, "n": len(items), "margin": float(m.mean())}
             print(task.name, name, rows[name], flush=True)
         results["evaluation"][task.name] = {"n": len(items), "dropped": dropped, "rows": rows}
@@ -110,8 +111,9 @@ def report(results: dict) -> str:
              f"Command: `{results['command']}`  ", f"Machine: {results['machine']}", ""]
     if profile:
         heads = ", ".join(f"{l}.{h}" for l, h in profile["heads"]) or "none"
+        kept = profile.get("layers_profiled", profile.get("layers_screened"))
         lines += [f"Profile: {profile['n_items']} profiling items (profiling halves), layer screen "
-                  f"kept layers {profile.get('layers_profiled', profile.get('layers_screened'))}, alpha {profile['alpha']}, "
+                  f"kept layers {kept}, alpha {profile['alpha']}, "
                   f"{profile['seconds']:.0f} s. Chosen heads (top-{profile['k']} of every task, "
                   f"intersected): **{heads}**.", "",
                   "Unsteered accuracy on the profiling items: " + ", ".join(

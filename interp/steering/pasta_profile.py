@@ -273,8 +273,9 @@ def profile_heads(model, tasks: Sequence[str | PastaTask] = ("counterfactual", "
         for data in prepared:
             n = len(data.items)
             for count, layer in enumerate(candidates):
-                steered = torch.cat([steered_margins(model, data, layer, rows, [all_heads] * len(rows), alpha)
-                                     for rows in _chunks(range(n), batch_size)])
+                steered = torch.cat([
+                    steered_margins(model, data, layer, rows, [all_heads] * len(rows), alpha)
+                    for rows in _chunks(range(n), batch_size)])
                 layer_gains[data.name].append([layer, *_gains(data, steered, range(n))])
                 advance(n, f"{data.name}: layer screen {count + 1}/{n_layers}")
         mean_gain = {row[0]: sum(layer_gains[d.name][j][1] for d in prepared) / len(prepared)
@@ -301,7 +302,8 @@ def profile_heads(model, tasks: Sequence[str | PastaTask] = ("counterfactual", "
 
     heads, k = choose_heads(head_gains, size)
     return PastaProfile(
-        model_id=model.model_id, heads=heads, alpha=alpha, tasks=[t.source or t.name for t in tasks],
+        model_id=model.model_id, heads=heads, alpha=alpha,
+        tasks=[t.source or t.name for t in tasks],
         n_items={d.name: len(d.items) for d in prepared}, seed=seed, size=size, k=k,
         layers_profiled=list(kept_layers), head_gains=head_gains,
         layer_gains=layer_gains if screen else {},

@@ -173,7 +173,8 @@ def _first_token(model, text: str) -> int:
     return int(ids[0])
 
 
-def margins(logprobs: torch.Tensor, target_ids: torch.Tensor, foil_ids: torch.Tensor) -> torch.Tensor:
+def margins(logprobs: torch.Tensor, target_ids: torch.Tensor,
+            foil_ids: torch.Tensor) -> torch.Tensor:
     """[n]: log p(target) - max log p(foil), from next-token log-probs [n, vocab]."""
     target = logprobs.gather(1, target_ids[:, None].to(logprobs.device))[:, 0]
     foil = logprobs.gather(1, foil_ids.to(logprobs.device)).max(-1).values

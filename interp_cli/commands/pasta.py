@@ -33,7 +33,8 @@ def add_arguments(parser) -> None:
                         help="layers kept by the layer screen (default 6; 0: profile every head)")
     parser.add_argument("--size", type=int, default=8, help="heads to choose (default 8)")
     parser.add_argument("--alpha", type=float, default=0.01, help="PASTA scaling (default 0.01)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the profiling/evaluation split")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the profiling/evaluation split (default 0)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--json", help="write the profile as JSON to this path ('-': stdout)")
     add_store_argument(parser)

@@ -23,13 +23,13 @@ LAYER = 22          # one late layer keeps the profile to a couple of forwards
 
 @pytest.fixture(scope="module")
 def tiny_profile(smollm2):
-    return profile_heads(smollm2, ["counterfactual"], n_items=2, layers=None, size=2, batch_size=32,
-                         only_layers=[LAYER])
+    return profile_heads(smollm2, ["counterfactual"], n_items=2, layers=None, size=2,
+                         batch_size=32, only_layers=[LAYER])
 
 
 def test_profile_is_deterministic_and_ranks_match_direct_steering(smollm2, tiny_profile):
-    again = profile_heads(smollm2, ["counterfactual"], n_items=2, layers=None, size=2, batch_size=32,
-                          only_layers=[LAYER])
+    again = profile_heads(smollm2, ["counterfactual"], n_items=2, layers=None, size=2,
+                          batch_size=32, only_layers=[LAYER])
     assert again.head_gains == tiny_profile.head_gains and again.heads == tiny_profile.heads
     rows = tiny_profile.head_gains["counterfactual"]
     assert len(rows) == smollm2.n_heads and [r[2] for r in rows] == sorted((r[2] for r in rows),
