@@ -97,7 +97,8 @@ def main() -> None:
             correct = int((m > 0).sum())
             rows[name] = {"accuracy": correct / len(items),
                           "ci95": wilson_interval(correct, len(items)),
-                          "correct": correct, "n": len(items), "margin": float(m.mean())}
+                          "correct": correct, "n": len(items), "margin": float(m.mean()),
+                          "margins": [round(float(x), 4) for x in m]}
             print(task.name, name, rows[name], flush=True)
         results["evaluation"][task.name] = {"n": len(items), "dropped": dropped, "rows": rows}
         save()
@@ -124,10 +125,19 @@ def report(results: dict) -> str:
         lines.append("")
     for task, ev in results.get("evaluation", {}).items():
         lines += [f"## {task}: evaluation half, {ev['n']} items (disjoint from profiling)", "",
-                  "| heads | accuracy | 95% CI (Wilson) | mean margin |", "|---|---|---|---|"]
+                  "| heads | accuracy | 95% CI (Wilson) | vs baseline | items fixed / broken "
+                  "| mean margin |", "|---|---|---|---|---|---|"]
+        base = ev["rows"]["baseline"]
         for name, r in ev["rows"].items():
+            flips = "-"
+            if "margins" in r and "margins" in base:
+                pairs = list(zip(base["margins"], r["margins"]))
+                flips = (f"{sum(b <= 0 < s for b, s in pairs)} / "
+                         f"{sum(s <= 0 < b for b, s in pairs)}")
             lines.append(f"| {name} | {r['accuracy']:.3f} ({r['correct']}/{r['n']}) | "
-                         f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | {r['margin']:+.2f} |")
+                         f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
+                         f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pts | {flips} | "
+                         f"{r['margin']:+.2f} |")
         lines.append("")
     if "seconds" in results:
         lines.append(f"Total wall time: {results['seconds']:.0f} s.")
