@@ -11,6 +11,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from interp.edit_kinds import check_edit
 from interp.errors import InvalidInput
 from interp.steering.pasta_profile import (PastaProfile, choose_heads, evaluate_heads, prepare,
                                            profile_heads)
@@ -113,3 +114,6 @@ def test_bad_input_is_refused_before_the_model_loads(tmp_path, tmp_store, capsys
         load_pasta_task(bad)
     assert main(["pasta", "smollm2-135m", "--n-items", "0", "--store", store]) != 0
     assert "--n-items" in capsys.readouterr().err
+    # 'auto' reaching the edit check unresolved (e.g. typed into a form) names the fix
+    with pytest.raises(InvalidInput, match="interp pasta MODEL"):
+        check_edit("pasta", "a b c", "auto", 0.01, ["b"])
