@@ -25,7 +25,7 @@ Here, sized for a CPU (SmolLM2-135M has 30 x 9 = 270 heads):
    every task's top k, for the smallest k where that intersection holds `size` heads (all the
    helpful heads when it never does); of those, the `size` best by mean rank are kept.
 
-    profile = profile_heads(model, ["counterfactual", "uppercase"], n_items=12, layers=6)
+    profile = profile_heads(model, ["counterfactual", "uppercase"], n_items=16, layers=8)
     profile.heads            # [(layer, head), ...]
     profile.save_to_store(store); PastaProfile.from_store(store, model.model_id).heads
 
@@ -232,7 +232,7 @@ def _gains(data: _Prepared, steered: torch.Tensor, rows: Sequence[int]) -> tuple
 
 # ---- the profile -------------------------------------------------------------------------------
 def profile_heads(model, tasks: Sequence[str | PastaTask] = ("counterfactual", "uppercase"), *,
-                  n_items: int = 12, layers: int | None = 6, size: int = 8,
+                  n_items: int = 16, layers: int | None = 8, size: int = 8,
                   alpha: float = ALPHA, seed: int = 0, batch_size: int = 16,
                   only_layers: Sequence[int] | None = None,
                   progress: Progress | None = None) -> PastaProfile:

@@ -1,6 +1,6 @@
 """Profile the heads PASTA should steer on a model, and store the chosen set.
 
-  interp pasta smollm2-135m [--tasks counterfactual uppercase] [--n-items 12] [--layers 6]
+  interp pasta smollm2-135m [--tasks counterfactual uppercase] [--n-items 16] [--layers 8]
                             [--size 8] [--alpha 0.01] [--json PROFILE.json]
 
 Each head is steered alone (alpha on the keys outside the highlighted phrase) on the profiling
@@ -27,10 +27,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tasks", nargs="+", default=["counterfactual", "uppercase"],
                         metavar="TASK", help="built-in task names or JSONL files "
                                              "(default: counterfactual uppercase)")
-    parser.add_argument("--n-items", type=int, default=12,
-                        help="profiling items per task, from its profiling half (default 12)")
-    parser.add_argument("--layers", type=int, default=6,
-                        help="layers kept by the layer screen (default 6; 0: profile every head)")
+    parser.add_argument("--n-items", type=int, default=16,
+                        help="profiling items per task, from its profiling half (default 16)")
+    parser.add_argument("--layers", type=int, default=8,
+                        help="layers kept by the layer screen (default 8; 0: profile every head)")
     parser.add_argument("--size", type=int, default=8, help="heads to choose (default 8)")
     parser.add_argument("--alpha", type=float, default=0.01, help="PASTA scaling (default 0.01)")
     parser.add_argument("--seed", type=int, default=0,
