@@ -246,6 +246,9 @@ def profile_heads(model, tasks: Sequence[str | PastaTask] = ("counterfactual", "
     if not candidates or not all(0 <= layer < model.n_layers for layer in candidates):
         raise InvalidInput(f"only_layers {only_layers}: name layers 0..{model.n_layers - 1}")
     tasks = [t if isinstance(t, PastaTask) else load_pasta_task(t) for t in tasks]
+    names = [t.name for t in tasks]
+    if not tasks or len(set(names)) != len(names):
+        raise InvalidInput(f"tasks {names}: give at least one task, each once (by name)")
     started = time.perf_counter()
     prepared = [prepare(model, task, n_items, seed) for task in tasks]
     n_heads, n_layers = model.n_heads, len(candidates)
