@@ -99,7 +99,8 @@ def main() -> None:
                           "ci95": wilson_interval(correct, len(items)),
                           "correct": correct, "n": len(items), "margin": float(m.mean()),
                           "margins": [round(float(x), 4) for x in m]}
-            print(task.name, name, rows[name], flush=True)
+            print(task.name, name, {k: v for k, v in rows[name].items() if k != "margins"},
+                  flush=True)
         results["evaluation"][task.name] = {"n": len(items), "dropped": dropped, "rows": rows}
         save()
     results["seconds"] = time.perf_counter() - started
