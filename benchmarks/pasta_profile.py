@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -107,6 +108,12 @@ def main() -> None:
     save()
 
 
+def sign_test(fixed: int, broken: int) -> float:
+    """Two-sided exact sign test (McNemar's exact test) of the discordant pairs."""
+    n, low = fixed + broken, min(fixed, broken)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(low + 1)) / 2 ** n)
+
+
 def report(results: dict) -> str:
     profile = results.get("profile", {})
     lines = [f"# PASTA head profiling on {results['model']}", "",
@@ -114,8 +121,10 @@ def report(results: dict) -> str:
     if profile:
         heads = ", ".join(f"{l}.{h}" for l, h in profile["heads"]) or "none"
         kept = profile.get("layers_profiled", profile.get("layers_screened"))
-        lines += [f"Profile: {profile['n_items']} profiling items (profiling halves), layer screen "
-                  f"kept layers {kept}, alpha {profile['alpha']}, "
+        screen = (f"layer screen kept layers {kept}" if profile.get("layer_gains")
+                  else "no layer screen: every head profiled alone")
+        lines += [f"Profile: {profile['n_items']} profiling items (profiling halves), {screen}, "
+                  f"alpha {profile['alpha']}, "
                   f"{profile['seconds']:.0f} s. Chosen heads (top-{profile['k']} of every task, "
                   f"intersected): **{heads}**.", "",
                   "Unsteered accuracy on the profiling items: " + ", ".join(
@@ -127,14 +136,16 @@ def report(results: dict) -> str:
     for task, ev in results.get("evaluation", {}).items():
         lines += [f"## {task}: evaluation half, {ev['n']} items (disjoint from profiling)", "",
                   "| heads | accuracy | 95% CI (Wilson) | vs baseline | items fixed / broken "
-                  "| mean margin |", "|---|---|---|---|---|---|"]
+                  "(sign test p) | mean margin |", "|---|---|---|---|---|---|"]
         base = ev["rows"]["baseline"]
         for name, r in ev["rows"].items():
             flips = "-"
             if "margins" in r and "margins" in base:
                 pairs = list(zip(base["margins"], r["margins"]))
-                flips = (f"{sum(b <= 0 < s for b, s in pairs)} / "
-                         f"{sum(s <= 0 < b for b, s in pairs)}")
+                fixed = sum(b <= 0 < s for b, s in pairs)
+                broken = sum(s <= 0 < b for b, s in pairs)
+                flips = f"{fixed} / {broken}" + (f" (p={sign_test(fixed, broken):.3f})"
+                                                 if fixed + broken else "")
             lines.append(f"| {name} | {r['accuracy']:.3f} ({r['correct']}/{r['n']}) | "
                          f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] | "
                          f"{100 * (r['accuracy'] - base['accuracy']):+.1f} pts | {flips} | "
