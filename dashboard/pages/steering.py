@@ -85,8 +85,8 @@ def layout(state, query: dict) -> html.Div:
                       "of the unedited top token", className="hint"),
             html.Button("Generate", id="steer-run", className="primary"),
         ], className="controls"),
+        html.Div(id="steer-message"),
         dcc.Loading(html.Div([
-            html.Div(id="steer-message"),
             html.Div([
                 html.Div([html.H4("without the edit"), html.Pre(id="steer-plain", className="generation")],
                          className="panel"),
@@ -112,7 +112,7 @@ def layout(state, query: dict) -> html.Div:
                 html.Div(id="steer-patterns", className="panels"),
             ], className="panel"),
             html.Div(id="steer-sinks"),
-        ]), type="circle", delay_show=300),
+        ], id="steer-results", style={"display": "none"}), type="circle", delay_show=300),
         dcc.Store(id="steer-result"),
         calibration_section(),
     ])
@@ -413,7 +413,8 @@ def register(app, state) -> None:
                Output("steer-distribution", "children"), Output("steer-logit-diff", "children"),
                Output("steer-sweep", "children"), Output("steer-patterns", "children"),
                Output("steer-sinks", "children"), Output("steer-head", "options"),
-               Output("steer-head", "value"), Output("steer-result", "data")]
+               Output("steer-head", "value"), Output("steer-result", "data"),
+               Output("steer-results", "style")]
 
     @app.callback(
         *outputs,
@@ -427,7 +428,8 @@ def register(app, state) -> None:
     def run(clicks, prompt, kind, heads, strength, phrase, tokens, chat, target_a, target_b):
         if not clicks:
             return (no_update,) * len(outputs)
-        empty = ("", "", "", None, None, None, None, None, [], None, None)
+        # an error hides the result panels (they would show the previous request's figures)
+        empty = ("", "", "", None, None, None, None, None, [], None, None, {"display": "none"})
         try:
             request = _request(prompt, kind, heads, strength, phrase, tokens, chat, target_a,
                                target_b)
@@ -442,7 +444,7 @@ def register(app, state) -> None:
                 distribution_view(view), logit_diff_view(view, request["targets"]),
                 sweep_view(shown["sweep"]), pattern_views(view), sinks_view(view, kind),
                 shown["heads"], head,
-                {"request": request, "head": head, "generations": shown["generations"]})
+                {"request": request, "head": head, "generations": shown["generations"]}, {})
 
     @app.callback(Output("steer-patterns", "children", allow_duplicate=True),
                   Input("steer-head", "value"), State("steer-result", "data"),
