@@ -386,7 +386,7 @@ def calibration_runs(state):
 def _params_text(params: dict) -> str:
     from pathlib import Path
 
-    train = Path(params["train"]).name if params.get("train") else "?"
+    train = Path(params["train"]).name if params.get("train") else "calibration"
     return f"{train}, {params.get('shots', '?')}-shot"
 
 

@@ -71,34 +71,43 @@ def test_playground_views_for_an_act_edit(dashboard, browser, screenshot, tmp_pa
     assert csv_file.read_text() == generations_csv(data)
 
 
-def test_calibration_search_from_the_page(dashboard, browser, screenshot, tmp_path):
+def test_calibration_search_from_the_page(dashboard, browser, screenshot, shared_data):
+    """Launch a search on SST-2 (bounds checked first), watch it run, cancel it; then Apply a
+    stored calibration (made up here: the page, not the search, is under test; the search
+    itself is tested in tests/steering/test_playground.py)."""
+    from interp.steering import Calibration
+
     base, app = dashboard
     store = app.interp_state.store
-    examples = [("a gorgeous, witty film", "positive"), ("dull and far too long", "negative"),
-                ("an utterly charming story", "positive"), ("a tedious mess", "negative"),
-                ("warm and funny", "positive"), ("painfully boring", "negative")]
-    paths = {}
-    for split in ("train", "dev", "eval"):
-        paths[split] = tmp_path / f"{split}.jsonl"
-        paths[split].write_text("\n".join(json.dumps({"text": t, "label": l}) for t, l in examples))
+    model_id = app.interp_state.models.status()["model_id"]
+    stored = Calibration(model_id, [(2, 3), (5, 1)], beta=0.3, data={"shots": 0},
+                         dev_accuracy=0.7, baseline_dev_accuracy=0.6)
+    stored_id = stored.save_to_store(store)
+    sst2 = shared_data / "icl" / "sst2"
     browser.get(f"{base}/steering")
     wait_for(browser, "h3", "ACT calibration search")
-    for split, path in paths.items():
-        retype(wait_for(browser, f"#cal-{split}"), str(path))
+    for split, name in (("train", "train"), ("dev", "dev"), ("eval", "test")):
+        retype(wait_for(browser, f"#cal-{split}"), str(sst2 / f"stsa.binary.{name}"))
     retype(wait_for(browser, "#cal-n_dev"), "100000")                # past the bound
     browser.find_element(By.ID, "cal-launch").click()
     assert "n_dev must be a whole number in [1, 512]" in wait_for(browser, "#cal-error").text
-    for name, value in (("n_dev", "2"), ("n_calibration", "2"), ("n_eval", "2"), ("screen", "2")):
-        retype(wait_for(browser, f"#cal-{name}"), value)
+    retype(wait_for(browser, "#cal-n_dev"), "256")
+    retype(wait_for(browser, "#cal-n_calibration"), "256")
     browser.find_element(By.ID, "cal-launch").click()
     wait_for(browser, "#cal-queued", "queued the calibration search")
-    wait_for(browser, "#cal-runs-table .status.complete", timeout=120)
-    run = store.list_runs(kind="calibration", status="complete")[0]
-    assert run.result["kind"] == "act_calibration" and run.params["n_dev"] == 2
+    wait_for(browser, "#cal-runs-table .status.running", timeout=60)
     screenshot(browser, "steering-calibration")
-    if run.result["heads"]:                                          # Apply fills the form
-        click(browser, f"#cal-run-{run.id} button")
-        wait_for(browser, "#cal-applied", run.id)
-        heads = ", ".join(f"{l}.{h}" for l, h in run.result["heads"])
-        assert browser.find_element(By.ID, "steer-heads").get_attribute("value") == heads
-        assert browser.find_element(By.ID, "steer-strength-label").text == "beta"
+    running = store.list_runs(kind="calibration", status="running")[0]
+    assert running.params["n_dev"] == 256 and running.params["train"].endswith("stsa.binary.train")
+    click(browser, f"#cal-run-{running.id} button")                  # Cancel
+    wait_for(browser, f"#cal-run-{running.id} .status.cancelled", timeout=30)
+    assert store.get_run(running.id).status == "cancelled"
+    # the job is over and the model free again (the next tests need it)
+    WebDriverWait(browser, 10, poll_frequency=0.2).until(lambda d: not app.interp_state.jobs.active())
+    assert not app.interp_state.models.status()["busy"]
+
+    click(browser, f"#cal-run-{stored_id} button")                   # Apply
+    wait_for(browser, "#cal-applied", stored_id)
+    assert browser.find_element(By.ID, "steer-heads").get_attribute("value") == "2.3, 5.1"
+    assert browser.find_element(By.ID, "steer-strength").get_attribute("value") == "0.3"
+    assert browser.find_element(By.ID, "steer-strength-label").text == "beta"

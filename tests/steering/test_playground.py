@@ -122,15 +122,20 @@ def test_bad_input_is_refused(smollm2):
 
 
 def test_calibration_search_lands_in_the_store(smollm2, tmp_store, tmp_path):
+    import base64
+
+    from interp.steering import Calibration
+
     lines = [{"text": t, "label": l} for t, l in (
         ("a gorgeous, witty film", "positive"), ("dull and far too long", "negative"),
         ("an utterly charming story", "positive"), ("a tedious mess", "negative"),
         ("warm and funny", "positive"), ("painfully boring", "negative"))]
     data = "\n".join(json.dumps(x) for x in lines).encode()
-    import base64
     url = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
     paths = [save_upload(tmp_path / "uploads", f"{name}.jsonl", url) for name in ("tr", "dv", "ev")]
-    assert paths[0].read_bytes() == data
+    assert paths[0].read_bytes() == data and paths[0].name == "tr.jsonl"
+    with pytest.raises(InvalidInput, match="dev file is missing"):
+        load_search_files(paths[0], " ", paths[2])
     files = load_search_files(*paths, shots=0, n_eval=2)
     run_id = calibration_search(smollm2, files, tmp_store, n_calibration=2, n_dev=2, screen=2,
                                 batch_size=4)
@@ -139,5 +144,26 @@ def test_calibration_search_lands_in_the_store(smollm2, tmp_store, tmp_path):
     listed = stored_calibrations(tmp_store, smollm2.model_id)
     assert [r["run_id"] for r in listed] == [run_id]
     assert set(record.result["report"]) >= {"baseline", "calibrated", "all_heads", "heads"}
-    from interp.steering import Calibration
+    assert record.result["report"]["n"] == 2
     assert Calibration.from_store(tmp_store, run_id).heads == [tuple(h) for h in listed[0]["heads"]]
+
+
+def test_generations_export_round_trips(smollm2):
+    import csv
+    import io
+
+    from interp.exports import generations_csv, generations_json
+    from interp.steering import compare
+    from kernels import AttentionEdit
+
+    edit = build_edit(smollm2, "scale", PROMPT, "7.4", 0.0)
+    plain, edited = compare(smollm2, PROMPT, edit, max_new_tokens=2)
+    data = generations_json(smollm2.name, PROMPT, plain, edited, edit, max_new_tokens=2)
+    assert json.loads(json.dumps(data)) == data
+    assert data["edited"] == {"text": edited.text, "token_ids": edited.token_ids}
+    assert AttentionEdit.from_dict(data["edit"]) == edit
+    rows = list(csv.DictReader(io.StringIO(generations_csv(data))))
+    assert [r["condition"] for r in rows] == ["plain", "edited"]
+    assert rows[0]["continuation"] == plain.text and rows[1]["prompt"] == PROMPT
+    assert [int(i) for i in rows[1]["token_ids"].split()] == edited.token_ids
+    assert json.loads(rows[1]["edit"]) == data["edit"] and rows[0]["edit"] == ""
