@@ -217,7 +217,7 @@ def sink_rows(view: EditView) -> list[dict]:
             for (layer, h), positions in sorted(view.sinks.items())]
 
 
-# ---- the strength sweep ---------------------------------------------------------------------------
+# ---- the strength sweep ------------------------------------------------------------------------
 @dataclass
 class Sweep:
     """The edit's strength against a metric on one prompt.
@@ -267,10 +267,9 @@ def _rows_edit(edit: AttentionEdit, values: list[float], n_keys: int):
     kind, part = edit_kind(edit), edit.parts[0]
     rows = len(values) + 1
     if kind == "act":
-        parts = tuple(SinkCalibration.per_row([part.heads if r == i + 1 else () for r in range(rows)],
-                                               beta=v, tau=part.tau,
-                                               exclude_first=part.exclude_first)
-                      for i, v in enumerate(values))
+        parts = tuple(SinkCalibration.per_row(
+            [part.heads if r == i + 1 else () for r in range(rows)], beta=v, tau=part.tau,
+            exclude_first=part.exclude_first) for i, v in enumerate(values))
         return AttentionEdit(parts), []
     if kind == "pasta":
         everything = ((0, n_keys),)
@@ -344,7 +343,8 @@ def check_search_sizes(**sizes) -> dict[str, int]:
         try:
             number = float(value)
         except (TypeError, ValueError):
-            raise InvalidInput(f"{name} must be a whole number in [{lo}, {hi}], got {value!r}") from None
+            raise InvalidInput(f"{name} must be a whole number in [{lo}, {hi}], "
+                               f"got {value!r}") from None
         if not number.is_integer() or not lo <= number <= hi:
             raise InvalidInput(f"{name} must be a whole number in [{lo}, {hi}], got {value!r}")
         checked[name] = int(number)

@@ -89,6 +89,12 @@ def test_act_sinks_listed_as_the_definition(smollm2):
         assert row["positions"] == sinks
         assert row["tokens"] == [view.tokens[p] for p in sinks]
     assert any(rows[h]["positions"] for h in rows)                   # the test can fail
+    # the pattern after: ACT's sink columns scaled by beta (layer 3 is the lowest edited layer,
+    # so the pattern before is its input), every row still sums to 1
+    view = inspect_edit(smollm2, PROMPT, edit, head=(3, 1))
+    sinks = rows["3.1"]["positions"]
+    assert torch.allclose(view.pattern_edited[:, sinks], 0.4 * view.pattern_plain[:, sinks], atol=1e-5)
+    assert torch.allclose(view.pattern_edited.sum(-1), torch.ones(n), atol=1e-4)
 
 
 def test_sweep_is_the_single_edit_at_each_strength(smollm2, pasta_view):
