@@ -365,7 +365,7 @@ def edge_graph(edges: Sequence[dict], nodes: Sequence[str] = (), n_layers: int |
             customdata=members, hovertext=[_hover(n, node_info.get(n), roles.get(n)) for n in members],
             hoverinfo="text",
             marker={"size": size, "symbol": symbol, "color": colour, "line": {"width": 1, "color": "#333"}}))
-    n_heads_shown = max((p.get("head", 0) for p in map(parse_node, every) if p["kind"] == "head"), default=0)
+    has_heads = any(parse_node(n)["kind"] in ("head", "kv", "mlp") for n in every)
     fig.update_layout(
         title={"text": html.escape(title) + "<br><sup>" + html.escape(
             threshold_text(mode, value, len(drawn), n_passing, len(edges))) + "</sup>",
@@ -373,7 +373,8 @@ def edge_graph(edges: Sequence[dict], nodes: Sequence[str] = (), n_layers: int |
         height=max(460, 28 * (max((y for _, y in where.values()), default=0) + 2) + 140),
         xaxis={"title": "layer (embeddings left, logits right)", "range": [-1.6, n_layers + 1.2],
                "dtick": 1 if n_layers <= 32 else 2, "zeroline": False},
-        yaxis={"title": "head (MLP on top)" if n_heads_shown else "node", "zeroline": False},
+        yaxis={"title": "head (MLP on top)" if has_heads else
+               "SAE nodes per point (error first, then by |score|)", "zeroline": False},
         plot_bgcolor="white", hovermode="closest", clickmode="event",
         legend={"orientation": "h", "y": -0.15}, margin={"l": 60, "r": 20, "t": 70, "b": 90},
         uirevision="edge-graph",  # keep the user's zoom while the threshold moves
@@ -460,8 +461,10 @@ def faithfulness_figure(curve: Sequence[dict], random_curve: Sequence[dict] = ()
                            xref="paper", yref="paper", x=0.98, y=0.05, xanchor="right",
                            yanchor="bottom", showarrow=False, align="right",
                            bgcolor="rgba(255,255,255,0.85)", bordercolor="#bbb", borderwidth=1)
+    ks = sorted({p["k_percent"] for p in list(curve) + list(random_curve)})
     fig.update_layout(title={"text": html.escape(title), "x": 0.02}, height=380,
-                      xaxis={"title": f"circuit size (% of {unit}, log scale)", "type": "log"},
+                      xaxis={"title": f"circuit size (% of {unit}, log scale)", "type": "log",
+                             "tickvals": ks, "ticktext": [f"{k:g}" for k in ks]},
                       yaxis={"title": "f(k)"}, plot_bgcolor="white",
                       legend={"orientation": "h", "y": -0.25}, margin={"t": 50, "b": 90})
     return fig

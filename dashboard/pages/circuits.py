@@ -235,6 +235,7 @@ def patch_view(state, query: dict):
 # ---- circuits: discovery from the page ---------------------------------------------------------
 
 TASK_FILE = "file"  # the task dropdown's value for the uploaded JSONL file
+SHOWN_HEADS = 16  # heads listed per role (a 1% EAP circuit sends along edges of ~70 heads)
 _CIRCUITS: dict[str, object] = {}  # run id -> Circuit (complete runs never change); a few kept
 
 
@@ -416,10 +417,16 @@ def circuit_view(state, query: dict):
         summary.append(html.P(html.B(text), id="circuit-faithfulness"))
     roles = []
     for role, heads in circuit.by_role().items():
+        if role is None:  # a method that names no roles: the strongest heads, a few
+            heads = [(h.layer, h.head) for h in sorted(
+                (h for h in circuit.heads if h.role is None), key=lambda h: -abs(h.score or 0.0))]
         links = [dcc.Link(f"{layer}.{head}", href="/head" + query_string(
             model_id=model_id, layer=layer, head=head), className="button-link")
-            for layer, head in heads]
-        roles.append(html.Tr([html.Th(role or "heads"), html.Td(links)]))
+            for layer, head in heads[:SHOWN_HEADS]]
+        if len(heads) > SHOWN_HEADS:
+            links.append(html.Span(f" and {len(heads) - SHOWN_HEADS} more", className="hint"))
+        roles.append(html.Tr([html.Th(role or f"{len(heads)} heads, strongest first"),
+                              html.Td(links)]))
     evaluation = {k: v for k, v in circuit.evaluation.items()
                   if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     for name in ("completeness", "minimality"):
@@ -436,7 +443,7 @@ def circuit_view(state, query: dict):
                 {"label": " |score| at least ", "value": "score"}]),
             html.Div(dcc.Slider(id="circuit-threshold", min=slider["min"], max=slider["max"],
                                 step=slider["step"], marks=slider["marks"], value=slider["value"],
-                                included=False, updatemode="mouseup"),
+                                included=False, updatemode="mouseup", allow_direct_input=False),
                      className="control wide", style={"minWidth": "520px"}),
         ], className="controls", id="circuit-threshold-box"),
         html.Div([

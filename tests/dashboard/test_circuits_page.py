@@ -154,8 +154,8 @@ def test_discovery_from_the_page_bad_file_then_a_run_then_a_cancel(dashboard, br
     retype(wait_for(browser, "#circuit-n-eval"), "2")
     browser.find_element(By.ID, "circuit-launch").click()
     wait_for(browser, "#circuit-queued", "eap circuit of greater-than (2 + 2 prompts)")
-    link = wait_for(browser, "#circuit-jobs .patch-job.complete a", "greater-than", timeout=120)
-    run = app.interp_state.store.list_runs(kind="circuit", status="complete")[0]
+    link = wait_for(browser, "#circuit-jobs .patch-job.complete a", "eap · greater-than", timeout=120)
+    run = app.interp_state.store.get_run(link.get_attribute("href").split("circuit=")[1])
     assert run.params["method"] == "eap" and run.result["evaluation"]["n_eval"] == 2
     link.click()
     wait_url(browser, lambda u: f"circuit={run.id}" in u.query)
