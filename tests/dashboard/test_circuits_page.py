@@ -38,7 +38,9 @@ def edge_circuit(smollm2, dashboard_store):
                       evaluation={"faithfulness_curve": curve, "random_curve": randoms,
                                   "cpr": 0.93, "cmd": 0.041, "random_cmd": 0.72, "n_discover": 8,
                                   "n_eval": 8})
-    return circuit.save(dashboard_store)
+    run_id = circuit.save(dashboard_store)
+    yield run_id
+    dashboard_store.delete_run(run_id)  # the other pages' tests expect the fixture IOI circuit newest
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,9 @@ def feature_circuit(smollm2, dashboard_store):
               "faithfulness_curve": [{"k_percent": 50, "faithfulness": 0.7}, {"k_percent": 100, "faithfulness": 1.0}],
               "random_curve": [{"k_percent": 50, "faithfulness": 0.1}, {"k_percent": 100, "faithfulness": 1.0}],
               "cpr": 0.6, "cmd": 0.4, "random_cmd": 0.8}
-    return result_circuit(result).save(dashboard_store)
+    run_id = result_circuit(result).save(dashboard_store)
+    yield run_id
+    dashboard_store.delete_run(run_id)
 
 
 def _subtitle(browser) -> str:
@@ -134,8 +138,20 @@ def test_feature_circuit_node_shows_its_top_contexts(dashboard, browser, screens
     screenshot(browser, "circuits-feature-circuit")
 
 
+@pytest.fixture
+def own_runs(dashboard):
+    """Deletes the circuit runs a test adds to the shared store (the other pages' tests expect
+    the fixture IOI circuit to be the newest)."""
+    store = dashboard[1].interp_state.store
+    before = {r.id for r in store.list_runs(kind="circuit")}
+    yield
+    for run in store.list_runs(kind="circuit"):
+        if run.id not in before and run.status != "running":
+            store.delete_run(run.id)
+
+
 def test_discovery_from_the_page_bad_file_then_a_run_then_a_cancel(dashboard, browser, screenshot,
-                                                                   tmp_path, smollm2):
+                                                                   tmp_path, smollm2, own_runs):
     base, app = dashboard
     browser.get(f"{base}/circuits?model_id={smollm2.model_id}")
     wait_for(browser, "#circuit-launch-box summary").click()
