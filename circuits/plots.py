@@ -295,12 +295,15 @@ def threshold_text(mode: str, value: float | None, n_drawn: int, n_passing: int,
 def edge_graph(edges: Sequence[dict], nodes: Sequence[str] = (), n_layers: int | None = None,
                n_heads: int | None = None, mode: str = "top", value: float | None = 200,
                cap: int = MAX_DRAWN_EDGES, roles: dict[str, str] | None = None,
-               node_info: dict[str, dict] | None = None, title: str = "circuit") -> go.Figure:
+               node_info: dict[str, dict] | None = None, title: str = "circuit",
+               helps: str = "positive") -> go.Figure:
     """A circuit's edges ([{"src", "dst", "score"}], any method's node names, see `parse_node`)
     above a threshold (`select_edges`) on nodes placed by layer (`node_positions`).
 
     Line width by |score| (WIDTH_LEVELS widths, relative to the strongest drawn edge), blue
-    where the edge helps the metric (score > 0), red where it hurts. Nodes: heads coloured by
+    where the edge helps the metric, red where it hurts; helps="positive" when a positive score
+    means it helps (EAP, EAP-IG, feature circuits), "negative" for path-patching effects (the
+    metric drops when the path is corrupted). Nodes: heads coloured by
     role when `roles` ({node: role}) names one; SAE features and SAE error nodes apart; each
     node's customdata is its name (for click callbacks) and its hover shows `node_info`'s score
     and first top-activating context where stored. Only the nodes the drawn edges touch (and
@@ -328,10 +331,15 @@ def edge_graph(edges: Sequence[dict], nodes: Sequence[str] = (), n_layers: int |
             (x0, y0), (x1, y1) = where[owner(edge["src"])], where[owner(edge["dst"])]
             xs += [x0, x1, None]
             ys += [y0, y1, None]
-        colour = (POSITIVE if positive else NEGATIVE).format(a=0.25 + 0.1 * level)
+        good = positive == (helps == "positive")
+        colour = (POSITIVE if good else NEGATIVE).format(a=round(0.25 + 0.1 * level, 2))
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", hoverinfo="skip", showlegend=False,
                                  line={"width": 0.4 + 1.1 * level, "color": colour},
                                  name=f"{'+' if positive else '-'} edges, width {level}"))
+    for colour, meaning in ((POSITIVE, "helps"), (NEGATIVE, "hurts")):  # legend of the colours
+        sign = ">" if (meaning == "helps") == (helps == "positive") else "<"
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"edge {meaning} (score {sign} 0)",
+                                 line={"width": 4, "color": colour.format(a=0.8)}, hoverinfo="skip"))
     if drawn:  # hover on the middle of each edge: what it is and its score
         mid = [((where[owner(e["src"])][0] + where[owner(e["dst"])][0]) / 2,
                 (where[owner(e["src"])][1] + where[owner(e["dst"])][1]) / 2) for e in drawn]
@@ -374,7 +382,7 @@ def edge_graph(edges: Sequence[dict], nodes: Sequence[str] = (), n_layers: int |
         xaxis={"title": "layer (embeddings left, logits right)", "range": [-1.6, n_layers + 1.2],
                "dtick": 1 if n_layers <= 32 else 2, "zeroline": False},
         yaxis={"title": "head (MLP on top)" if has_heads else
-               "SAE nodes per point (error first, then by |score|)", "zeroline": False},
+               "SAE nodes per point (error first, then by |score|)", "zeroline": False, "dtick": 1},
         plot_bgcolor="white", hovermode="closest", clickmode="event",
         legend={"orientation": "h", "y": -0.15}, margin={"l": 60, "r": 20, "t": 70, "b": 90},
         uirevision="edge-graph",  # keep the user's zoom while the threshold moves
@@ -417,7 +425,8 @@ def circuit_edge_graph(circuit, mode: str = "top", value: float | None = 200,
     info = {_graph_name(k): v for k, v in circuit.node_info.items()}
     edges = [{**e, "src": _graph_name(e["src"]), "dst": _graph_name(e["dst"])} for e in edges]
     return edge_graph(edges, [_graph_name(n) for n in nodes], n_layers, n_heads, mode, value, cap,
-                      roles, info, title or f"{circuit.task} circuit of {circuit.model} ({circuit.method})")
+                      roles, info, title or f"{circuit.task} circuit of {circuit.model} ({circuit.method})",
+                      helps="negative" if circuit.method == "path" else "positive")
 
 
 def _graph_name(name: str) -> str:

@@ -40,9 +40,13 @@ def _graph_edges(n_layers=4, n_heads=6, n_kv=2, seed=0) -> list[dict]:
     return graph.edge_list(scores)
 
 
+def _edge_traces(fig) -> list:
+    return [t for t in fig.data if t.mode == "lines" and t.showlegend is False]
+
+
 def _drawn(fig) -> int:
     """Edges drawn: segments in the line traces (x0, x1, None per edge)."""
-    return sum(len(t.x) // 3 for t in fig.data if t.mode == "lines")
+    return sum(len(t.x) // 3 for t in _edge_traces(fig))
 
 
 def test_nodes_are_placed_by_layer_heads_stacked_mlp_on_top():
@@ -71,9 +75,9 @@ def test_threshold_keeps_the_strongest_edges_and_the_cap_is_said():
     assert passing == 100 and min(abs(e["score"]) for e in chosen) >= cut
     fig = edge_graph(edges, mode="score", value=cut, n_layers=4, n_heads=6)
     assert _drawn(fig) == 100
-    widths = {t.line.width for t in fig.data if t.mode == "lines"}
+    widths = {t.line.width for t in _edge_traces(fig)}
     assert len(widths) > 2                                           # width follows |score|
-    colours = {t.line.color.split("(")[1][:6] for t in fig.data if t.mode == "lines"}
+    colours = {t.line.color.split("(")[1][:6] for t in _edge_traces(fig)}
     assert len(colours) == 2                                         # both signs, two colours
     capped = edge_graph(edges, mode="top", value=len(edges), cap=300)
     assert _drawn(capped) == 300 and "drawing the strongest 300" in capped.layout.title.text
@@ -136,3 +140,6 @@ def test_path_circuit_keeps_its_roles_and_edges_on_the_edge_graph():
     fig = circuit_edge_graph(again, n_layers=6, n_heads=9)
     legend = {t.name for t in fig.data if t.showlegend is not False and t.mode and "markers" in t.mode}
     assert {"induction", "name_mover", "embeddings / logits"} <= legend and _drawn(fig) == 2
+    # path-patching effects: negative = the metric drops when the path is corrupted = helps
+    strongest = max(_edge_traces(fig), key=lambda t: t.line.width)
+    assert strongest.line.color.startswith("rgba(31,119,180") and "edge helps (score < 0)" in {t.name for t in fig.data}

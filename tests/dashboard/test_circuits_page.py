@@ -15,7 +15,6 @@ from selenium.webdriver.common.keys import Keys
 
 from tests.dashboard.test_browser import choose, retype, wait_for, wait_url
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
 N_EDGES = 3000
 
 
@@ -89,6 +88,8 @@ def _click_node(driver, x: float, y: float) -> None:
     actions.perform()
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_edge_graph_threshold_slider_and_faithfulness_curve(dashboard, browser, screenshot,
                                                             smollm2, edge_circuit):
     base, _ = dashboard
@@ -118,6 +119,8 @@ def test_edge_graph_threshold_slider_and_faithfulness_curve(dashboard, browser, 
     screenshot(browser, "circuits-edge-graph")
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_feature_circuit_node_shows_its_top_contexts(dashboard, browser, screenshot, smollm2,
                                                      feature_circuit):
     base, _ = dashboard
@@ -150,6 +153,8 @@ def own_runs(dashboard):
             store.delete_run(run.id)
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_discovery_from_the_page_bad_file_then_a_run_then_a_cancel(dashboard, browser, screenshot,
                                                                    tmp_path, smollm2, own_runs):
     base, app = dashboard
@@ -186,3 +191,42 @@ def test_discovery_from_the_page_bad_file_then_a_run_then_a_cancel(dashboard, br
     browser.find_element(By.ID, "circuit-launch").click()
     wait_for(browser, "#circuit-jobs button", "Cancel", timeout=60).click()
     wait_for(browser, "#circuit-jobs .cancelled", "eap-ig", timeout=60)
+
+
+# ---- the page's checks, without a browser ----------------------------------------------------
+
+def _state(tmp_path, model=None):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(store=SimpleNamespace(path=tmp_path / "results.sqlite"),
+                           models=SimpleNamespace(model=model), jobs=None)
+
+
+def _upload(text: str) -> str:
+    import base64
+
+    return "data:application/octet-stream;base64," + base64.b64encode(text.encode()).decode()
+
+
+def test_task_file_is_checked_line_by_line_before_any_job(tmp_path, smollm2):
+    from dashboard.pages.circuits import launch_discovery, receive_task_file
+    from interp.errors import InvalidInput
+
+    pair = {"clean": "When Mary and John went to the store, John gave a drink to",
+            "corrupted": "When Alice and Bob went to the store, Carol gave a drink to",
+            "answer": " Mary", "wrong": " John"}
+    state = _state(tmp_path, smollm2)
+    path, summary = receive_task_file(state, _upload("\n".join([json.dumps(pair)] * 3)), "ok.jsonl")
+    assert summary.startswith("ok.jsonl: 3 prompt pairs") and "single-token answers" in summary
+    with pytest.raises(InvalidInput, match="line 1: not valid JSON"):
+        receive_task_file(state, _upload("{oops"), "bad.jsonl")
+    with pytest.raises(InvalidInput, match="line 2: answer ' Mary and' is not one token"):
+        receive_task_file(state, _upload(json.dumps(pair) + "\n" + json.dumps({**pair, "answer": " Mary and"})),
+                          "two.jsonl")
+    with pytest.raises(InvalidInput, match="not a .jsonl file"):
+        receive_task_file(state, _upload("x"), "task.csv")
+    # launch: every check before a job is queued (state.jobs is None: a queued job would fail)
+    assert "upload a .jsonl task file first" in str(launch_discovery(state, "file", None, "eap", 4, 4, 5))
+    assert "works on ioi only" in str(launch_discovery(state, "file", path, "path", 4, 4, 5))
+    assert "n_eval must be from 1 to 256" in str(launch_discovery(state, "ioi", None, "eap", 4, 1000, 5))
+    assert "steps must be a whole number" in str(launch_discovery(state, "ioi", None, "eap-ig", 4, 4, 2.5))
