@@ -183,8 +183,8 @@ def node_positions(names: Sequence[str], n_layers: int | None = None, n_heads: i
     x: the layer; the embeddings at -1, the logits (and unknown names) at n_layers; a K/V input
     0.25 before its layer, an MLP 0.45 after it, an SAE point by where it reads (_POINT_OFFSET).
     y: a head its index, its K/V group between the group's heads, the MLP the row above the
-    heads (n_heads), input and logits in the middle; SAE nodes stacked per point, strongest
-    |score| at the bottom, the error node first. n_layers / n_heads default to what the names
+    heads (n_heads), input and logits in the middle; SAE nodes stacked per point (per-head
+    points: head by head), the error node first, then the strongest |score| at the bottom. n_layers / n_heads default to what the names
     show."""
     names = list(dict.fromkeys(owner(n) for n in names))
     parsed = {n: parse_node(n) for n in names}
@@ -212,14 +212,18 @@ def node_positions(names: Sequence[str], n_layers: int | None = None, n_heads: i
         elif kind == "mlp":
             out[name] = (p["layer"] + 0.45, float(n_heads))
         elif kind in ("sae_feature", "sae_error"):
-            columns.setdefault((p["layer"], p["point"], p["head"]), []).append(name)
+            columns.setdefault((p["layer"], p["point"]), []).append(name)
         else:
             others.append(name)
-    for (layer, point, head), members in columns.items():
-        x = layer + _POINT_OFFSET.get(point, 0.0) + (0.0 if head is None else 0.03 * head)
-        members.sort(key=lambda n: (parsed[n]["kind"] != "sae_error", -abs(scores.get(n, 0.0)), n))
+    for (layer, point), members in columns.items():  # per-head SAEs: one block per head
+        x = layer + _POINT_OFFSET.get(point, 0.0)
+        members.sort(key=lambda n: (parsed[n]["head"] or 0, parsed[n]["kind"] != "sae_error",
+                                    -abs(scores.get(n, 0.0)), n))
         for i, name in enumerate(members):
             out[name] = (x, float(i))
+    if columns and not heads:  # a feature circuit: input and logits beside the middle of the stacks
+        middle = (max(len(m) for m in columns.values()) - 1) / 2
+        out.update({n: (x, middle) for n, (x, _) in out.items() if parsed[n]["kind"] in ("input", "logits")})
     for i, name in enumerate(sorted(others)):
         out[name] = (n_layers + 0.6, middle + 1 + i)
     return out
