@@ -261,6 +261,7 @@ def _discover_form() -> html.Details:
             number("circuit-n-discover", "discovery prompts", 16, "n_discover"),
             number("circuit-n-eval", "evaluation prompts", 16, "n_eval"),
             number("circuit-steps", "EAP-IG steps", 5, "steps"),
+            number("circuit-percent", "edges kept (%)", 1, "circuit_percent", step=0.1),
             html.Button("Discover", id="circuit-launch", className="primary"),
         ], className="controls"),
         dcc.Upload(id="circuit-upload", multiple=False, className="upload", style={
@@ -315,8 +316,10 @@ def receive_task_file(state, contents: str | None, filename: str | None) -> tupl
 
 
 def launch_discovery(state, task: str, upload_path: str | None, method: str, n_discover,
-                     n_eval, steps):
-    """Check everything the library can check without the model, then queue the job."""
+                     n_eval, steps, circuit_percent=None):
+    """Check everything the library can check without the model, then queue the job.
+    circuit_percent (edge methods): the share of edges stored as the circuit; the page's
+    threshold slider then explores within them."""
     from circuits.discover import check_method, check_options
 
     try:
@@ -327,7 +330,8 @@ def launch_discovery(state, task: str, upload_path: str | None, method: str, n_d
             task = upload_path
         spec = check_method(method, task)
         options = check_options(n_discover=n_discover, n_eval=n_eval,
-                                steps=steps if method == "eap-ig" else None)
+                                steps=steps if method == "eap-ig" else None,
+                                circuit_percent=circuit_percent if method in ("eap", "eap-ig") else None)
     except InterpError as exc:
         return error_box(str(exc), id="circuit-error")
     sizes = f"{options.get('n_discover', 'default')} + {options.get('n_eval', 'default')} prompts"
@@ -640,11 +644,11 @@ def _register_circuits(app, state) -> None:
                   State("circuit-task", "value"), State("circuit-upload-path", "data"),
                   State("circuit-method", "value"), State("circuit-n-discover", "value"),
                   State("circuit-n-eval", "value"), State("circuit-steps", "value"),
-                  prevent_initial_call=True)
-    def on_discover(clicks, task, upload_path, method, n_discover, n_eval, steps):
+                  State("circuit-percent", "value"), prevent_initial_call=True)
+    def on_discover(clicks, task, upload_path, method, n_discover, n_eval, steps, percent):
         if not clicks:
             return no_update
-        return launch_discovery(state, task, upload_path, method, n_discover, n_eval, steps)
+        return launch_discovery(state, task, upload_path, method, n_discover, n_eval, steps, percent)
 
     @app.callback(Output("circuit-jobs", "children"), Input("circuit-poll", "n_intervals"),
                   Input("circuit-message", "children"))

@@ -230,3 +230,5 @@ def test_task_file_is_checked_line_by_line_before_any_job(tmp_path, smollm2):
     assert "works on ioi only" in str(launch_discovery(state, "file", path, "path", 4, 4, 5))
     assert "n_eval must be from 1 to 256" in str(launch_discovery(state, "ioi", None, "eap", 4, 1000, 5))
     assert "steps must be a whole number" in str(launch_discovery(state, "ioi", None, "eap-ig", 4, 4, 2.5))
+    assert "circuit_percent must be from 0.1 to 20.0" in str(
+        launch_discovery(state, "ioi", None, "eap", 4, 4, 5, 50))
