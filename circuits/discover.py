@@ -32,8 +32,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from interp.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from circuits.circuit import Circuit
 
 # torch and the discovery modules are imported where used: the CLI reads METHODS to build its
 # options without importing torch.
@@ -297,10 +301,12 @@ def check_options(**options) -> dict:
 
 
 def discover_to_store(model, store, task, method: str = "eap-ig",
-                      progress: Progress | None = None, **options) -> tuple[str, dict]:
+                      progress: Progress | None = None, **options) -> tuple[str, dict, Circuit]:
     """`discover_circuit` inside a "circuit" run of `store` (progress and cancel through the run,
-    the discovery's artifacts kept with it; the run's result is `Circuit.to_json()`).
-    Returns (run id, the JSON dict). task: a name, a .jsonl path or a checked TaskSpec."""
+    the discovery's artifacts kept with it; the run's result is `Circuit.to_json()`): what
+    `interp circuit` and the dashboard's discovery job run.
+    Returns (run id, the JSON dict, the circuit). task: a name, a .jsonl path or a checked
+    TaskSpec."""
     from circuits.tasks import TaskSpec
 
     spec = task if isinstance(task, TaskSpec) else check_method(method, task)
@@ -318,4 +324,4 @@ def discover_to_store(model, store, task, method: str = "eap-ig",
         for name, tensors in artifacts.items():
             record.add_artifact(name, tensors)
         record.set_result(circuit.to_json())
-    return record.id, data
+    return record.id, data, circuit

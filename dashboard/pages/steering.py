@@ -129,7 +129,7 @@ def calibration_section() -> html.Div:
         ], className="controls")
 
     def size(name: str, label: str):
-        from interp.steering.playground import SEARCH_BOUNDS, SEARCH_DEFAULTS
+        from interp.steering.act_eval import SEARCH_BOUNDS, SEARCH_DEFAULTS
 
         lo, hi = SEARCH_BOUNDS[name]
         return html.Label([f"{label} [{lo}, {hi}]",
@@ -317,7 +317,8 @@ def sinks_view(view, kind: str):
 # ---- calibration searches -----------------------------------------------------------------------
 def launch_search(state, train, dev, eval, fmt, sizes: dict):
     """Check the files and sizes (library checks, no model), then queue the search as a job."""
-    from interp.steering.playground import calibration_search, check_search_sizes, load_search_files
+    from interp.steering.act_eval import check_search_sizes
+    from interp.steering.playground import calibration_search, load_search_files
 
     try:
         checked = check_search_sizes(**sizes)

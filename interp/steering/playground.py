@@ -323,34 +323,6 @@ def sweep_strength(model: Model, prompt: str, edit: AttentionEdit, values=None, 
 # ---- calibration searches from a front end ------------------------------------------------------
 # Bounds of a search launched from a form: large enough for real use (the benchmark's sizes),
 # small enough that a typo cannot queue a job of days. `interp calibrate` accepts any size.
-SEARCH_BOUNDS = {"shots": (0, 16), "n_calibration": (1, 512), "n_dev": (1, 512),
-                 "n_eval": (1, 2000), "screen": (0, 64)}
-SEARCH_DEFAULTS = {"shots": 0, "n_calibration": 32, "n_dev": 32, "n_eval": 200, "screen": 16}
-
-
-def check_search_sizes(**sizes) -> dict[str, int]:
-    """Form values (text, numbers or None = the default) -> checked ints, or InvalidInput naming
-    the field and its bounds. Keys: those of SEARCH_BOUNDS."""
-    unknown = set(sizes) - set(SEARCH_BOUNDS)
-    if unknown:
-        raise InvalidInput(f"unknown search sizes {sorted(unknown)}; use {sorted(SEARCH_BOUNDS)}")
-    checked = {}
-    for name, (lo, hi) in SEARCH_BOUNDS.items():
-        value = sizes.get(name)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            checked[name] = SEARCH_DEFAULTS[name]
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"{name} must be a whole number in [{lo}, {hi}], "
-                               f"got {value!r}") from None
-        if not number.is_integer() or not lo <= number <= hi:
-            raise InvalidInput(f"{name} must be a whole number in [{lo}, {hi}], got {value!r}")
-        checked[name] = int(number)
-    return checked
-
-
 def load_search_files(train, dev, eval, fmt: str | None = None, shots: int = 0,
                       n_eval: int | None = None, seed: int = 0):
     """The files of a search, loaded and checked before any model is used (`TaskFiles.load`:
@@ -440,7 +412,7 @@ def save_upload(folder: str | Path, filename: str, contents: str) -> Path:
     return target
 
 
-__all__ = ["EditView", "Sweep", "calibration_search", "check_search_sizes", "edit_kind",
+__all__ = ["EditView", "Sweep", "calibration_search", "edit_kind",
            "edit_strength", "edited_heads", "inspect_edit", "load_search_files", "prompt_ids",
            "save_upload", "sink_rows", "stored_calibrations", "sweep_strength", "sweep_values",
            "target_ids"]

@@ -16,7 +16,8 @@ from interp.errors import InvalidInput
 from interp.forward import run
 from interp.patterns import attention_patterns
 from interp.steering import build_edit
-from interp.steering.playground import (calibration_search, check_search_sizes, inspect_edit,
+from interp.steering.act_eval import check_search_sizes
+from interp.steering.playground import (calibration_search, inspect_edit,
                                         load_search_files, save_upload, sink_rows,
                                         stored_calibrations, sweep_strength)
 
