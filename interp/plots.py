@@ -174,12 +174,14 @@ def attention_pattern_figure(tokens: Sequence[str], head_pattern, sinks: Sequenc
     ))
     tick_vals, tick_text = [labels[i] for i in shown], [key_ticks[i] for i in shown]
     if queries is not None:
-        fig.add_trace(query_strip(labels, queries))
+        fig.add_trace(query_strip(labels, queries, size=max(4, min(cell, 14) - 2)))
         # Labelled by an annotation, not a tick: the key axis's ticks stay one per token.
         fig.add_annotation(x=NEXT_COLUMN, y=1, yref="paper", yanchor="bottom", showarrow=False,
                            text=f"<b>{NEXT_COLUMN}</b>", textangle=-60, font={"size": 10,
                                                                               "color": "#15803d"})
     side = n * cell
+    if queries is not None:
+        fig.update_xaxes(range=[-0.5, n + 0.5])  # the keys, then the "next ▸" column
     fig.update_layout(
         title={"text": html.escape(title) + " — rows: queries, columns: keys",
                "x": 0.01, "xanchor": "left", "y": 0.995, "yanchor": "top", "font": {"size": 13}},
@@ -212,14 +214,18 @@ def query_hover_text(query: dict) -> str:
     return text
 
 
-def query_strip(labels: Sequence[str], queries: Sequence[dict]) -> go.Heatmap:
-    """The "next ▸" column of `attention_pattern_figure`: [N, 1] cells, z = top-1 next-token
-    probability (or the top key's weight without next tokens), one hover text per query."""
-    z = [[q["next"][0]["prob"] if q.get("next") else q["top_keys"][0]["weight"]] for q in queries]
-    return go.Heatmap(
-        z=z, x=[NEXT_COLUMN], y=list(labels), colorscale="Greens", zmin=0, zmax=1,
-        showscale=False, text=[[query_hover_text(q)] for q in queries],
-        hovertemplate="%{text}<extra></extra>", name="queries", xgap=0, ygap=0,
+def query_strip(labels: Sequence[str], queries: Sequence[dict], size: int = 12) -> go.Scatter:
+    """The "next ▸" column of `attention_pattern_figure`: one square marker per query row right of
+    the last key, coloured by the top-1 next-token probability (or the top key's weight without
+    next tokens), one hover text per query (`text`, N strings)."""
+    colour = [q["next"][0]["prob"] if q.get("next") else q["top_keys"][0]["weight"] for q in queries]
+    # A Scatter, not a one-column Heatmap: plotly widens a one-column heatmap on a category axis.
+    return go.Scatter(
+        x=[NEXT_COLUMN] * len(queries), y=list(labels), mode="markers", name="queries",
+        marker={"symbol": "square", "size": size, "color": colour, "colorscale": "Greens",
+                "cmin": 0, "cmax": 1, "line": {"width": 0}},
+        text=[query_hover_text(q) for q in queries], hovertemplate="%{text}<extra></extra>",
+        showlegend=False,
     )
 
 
@@ -258,8 +264,8 @@ def logit_lens_figure(layers: Sequence[str], logprob, rank, target: str,
                              line={"color": "#999", "width": 1},
                              hovertemplate="%{x}<br>rank %{y}<extra></extra>"), secondary_y=True)
     fig.update_yaxes(title_text="log p / logit difference", secondary_y=False)
-    fig.update_yaxes(title_text="rank of the target", type="log", autorange="reversed",
-                     secondary_y=True)
+    fig.update_yaxes(title_text="rank of the target (1 = top)", type="log", autorange="reversed",
+                     dtick=1, tickformat=",d", secondary_y=True)  # ticks at 1, 10, 100, ...
     fig.update_layout(title={"text": "logit lens: the residual after each layer through the final "
                                      "norm and unembedding", "font": {"size": 13}, "x": 0.02},
                       height=380, margin={"l": 60, "r": 60, "t": 60, "b": 50}, plot_bgcolor="white",
