@@ -16,7 +16,8 @@ from dash import Input, Output, State, dcc, html, no_update
 from interp.errors import InterpError
 from interp.patterns import (MAX_PATTERN_TOKENS, SINK_THRESHOLD, attention_patterns,
                              query_summaries, sink_positions, top_attended)
-from interp.plots import attention_pattern_figure, empty_figure, pattern_pair_figures
+from interp.plots import (MAX_PATTERN_CELLS, attention_pattern_figure, empty_figure,
+                          pattern_pair_figures)
 
 from dashboard import data
 from dashboard.layout import error_box, int_param, notice, query_string, verify_text
@@ -277,8 +278,6 @@ def head_figures(state, query: dict, layer: int, head: int):
 
 def _queries(pattern, head: int):
     """Hover data per query row, or None past the unpooled size (a pooled cell is a block)."""
-    from interp.plots import MAX_PATTERN_CELLS
-
     if pattern.n_tokens > MAX_PATTERN_CELLS:
         return None
     return query_summaries(pattern, head, k_keys=HOVER_TOP_KEYS)
@@ -354,9 +353,12 @@ def compute_pattern(state, text: str, layer: int):
         if pattern is None:
             layers = {other for other in pending.take(text) if 0 <= other < model.n_layers}
             layers.add(layer)  # an impossible layer of this request gets its own clear error
-            for other, computed in attention_patterns(model, text, layers,
-                                                      max_tokens=MAX_SHOWN_TOKENS,
-                                                      next_tokens=HOVER_NEXT_TOKENS).items():
+            # The hover's next tokens need the whole forward and an unembedding per position:
+            # only where the hover is drawn (unpooled patterns); longer texts stop early.
+            hover = len(model.encode(text)) <= MAX_PATTERN_CELLS
+            for other, computed in attention_patterns(
+                    model, text, layers, max_tokens=MAX_SHOWN_TOKENS,
+                    next_tokens=HOVER_NEXT_TOKENS if hover else 0).items():
                 cache.put((model.model_id, text, other), computed)
             pattern = cache.get(key)
         return pattern, model.model_id
