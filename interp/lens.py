@@ -227,7 +227,11 @@ def _unembedding_columns(model: Model, target_id: int, wrong_id: int | None):
 
 @torch.no_grad()
 def _logit_lens(model: Model, captured: dict, target_id: int, wrong_id: int | None):
-    """([L + 1] log p(target), [L + 1] rank, [L + 1] metric) of the residual after each layer."""
+    """([L + 1] log p(target), [L + 1] rank, [L + 1] metric) of the residual after each layer.
+
+    The model ran once, in `interp.forward.run`; here only its final norm module and its
+    unembedding (`interp.forward.unembed`) are applied to the cached residuals, a [L + 1, d] batch.
+    """
     residuals = torch.stack([captured["resid_pre_0"]]
                             + [captured[f"resid_post_{layer}"] for layer in range(model.n_layers)])
     norm = model.bridge.ln_final
