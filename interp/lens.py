@@ -273,3 +273,18 @@ def _direct_logit_attribution(model: Model, captured: dict, target_id: int,
         previous = captured[f"resid_post_{layer}"]
     return {"dla_heads": heads, "dla_attn_rest": attn_rest, "dla_mlps": mlps,
             "dla_embed": float(read(captured["resid_pre_0"])), "dla_unembed_bias": bias}
+
+
+def lens_snippet(model_name: str, text: str, target: str | None, wrong: str | None) -> str:
+    """Python that computes and draws what the dashboard's Lens page shows."""
+    return "\n".join([
+        "import interp",
+        "from interp.lens import logit_lens_and_dla",
+        "from interp.plots import dla_heatmap, logit_lens_figure", "",
+        f"model = interp.load_model({model_name!r})",
+        f"lens = logit_lens_and_dla(model, {text!r}, target={target or None!r}, wrong={wrong or None!r})",
+        "print(lens.metric_name, lens.final_metric, lens.top_heads(8))",
+        "dla_heatmap(lens.dla_heads, lens.metric_name).show()",
+        "logit_lens_figure(lens.lens_layers, lens.lens_logprob, lens.lens_rank, lens.target,",
+        "                  lens.lens_metric if lens.wrong else None, lens.metric_name).show()",
+    ]) + "\n"

@@ -50,6 +50,10 @@ def layout(state, query: dict) -> html.Div:
                                                             value=wrong, placeholder="none")],
                        className="control small"),
             html.Button("Explain", id="lens-show", className="primary"),
+            html.Span([html.Span("copy as Python ", className="hint"),
+                       dcc.Clipboard(id="lens-copy-python", className="clipboard",
+                                     title="copy the Python that computes and draws this view")],
+                      className="copy"),
         ], className="controls"),
         html.P("A token is one token of the model's vocabulary; most start with a space "
                "(' Mary').", className="hint"),
@@ -151,6 +155,15 @@ def register(app, state) -> None:
     )
     def view(query, _retry):
         return lens_view(state, query or {})
+
+    @app.callback(Output("lens-copy-python", "content"), Input("lens-query", "data"))
+    def snippet(query):
+        from interp.lens import lens_snippet
+
+        query = query or {}
+        name = state.models.status()["name"] or "smollm2-135m"
+        return lens_snippet(name, query.get("prompt", DEFAULT_PROMPT), query.get("target"),
+                            query.get("wrong"))
 
     @app.callback(
         Output("url", "pathname", allow_duplicate=True), Output("url", "search", allow_duplicate=True),

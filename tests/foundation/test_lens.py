@@ -119,3 +119,17 @@ def test_hover_data_top_keys_and_next_tokens(smollm2):
     assert torch.equal(pattern.next_tokens.ids, top.indices)
     assert torch.allclose(pattern.next_tokens.probs, top.values, atol=1e-5)
     assert rows[-1]["next"][0]["token"] == smollm2.tokenizer.decode([int(top.indices[-1, 0])])
+
+
+def test_copy_as_python_snippet_runs_and_reproduces_the_view(smollm2, lens, monkeypatch, capsys):
+    import interp
+    import plotly.graph_objects as go
+    from interp.lens import lens_snippet
+
+    monkeypatch.setattr(interp, "load_model", lambda name: smollm2, raising=False)
+    shown = []
+    monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: shown.append(self))
+    namespace = {}
+    exec(lens_snippet("smollm2-135m", IOI, " Mary", " John"), namespace)
+    assert torch.allclose(namespace["lens"].dla_heads, lens.dla_heads, atol=1e-4)
+    assert len(shown) == 2
