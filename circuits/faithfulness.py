@@ -28,9 +28,10 @@ from collections.abc import Callable
 import torch
 
 from circuits.graph import Graph
-from circuits.graph_hooks import check_supported, head_outputs, input_groups
+from circuits.graph_hooks import check_supported, input_groups
 from circuits.tasks import Task
 from interp.errors import InvalidInput
+from interp.head_writes import head_writes
 from interp.forward import run
 
 K_PERCENTS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -96,7 +97,7 @@ class CircuitRunner:
         for layer in range(graph.n_layers):
             first = graph.head_index(layer, 0)
             hooks.append((f"blocks.{layer}.attn.hook_z",
-                          lambda z, hook=None, heads=head_outputs(model, layer), first=first: put(
+                          lambda z, hook=None, heads=head_writes(model, layer), first=first: put(
                               slice(first, first + graph.n_heads),
                               heads(z.detach()).permute(2, 0, 1, 3))))
             hooks.append((f"blocks.{layer}.hook_mlp_out",

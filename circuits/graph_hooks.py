@@ -15,14 +15,11 @@ copy of the residual stream per head, before the attention norm, so an edit of o
 only that head (checked in tests/circuits/test_graph.py). `hook_mlp_in` is a copy the MLP alone
 reads: the skip connection keeps the unedited residual.
 
-A head's output is what it adds to the residual stream. Where the residual update is the plain
-sum of head outputs (Llama, Qwen, SmolLM2) that is `z_h @ W_O[h]`. Gemma-3 normalises the summed
-attention output before adding it (`post_attention_layernorm`, an RMSNorm):
-update = w * sum_h y_h / rms(sum_h y_h), y_h = z_h @ W_O[h], so head h's share is
-w * y_h / rms(sum_h y_h) with the layer's own rms of that forward (`head_outputs`). The shares sum
-to the update exactly (tests/circuits/test_graph.py), so patching edges stays exact; the one
-approximation is EAP's gradient, which treats each share as a separate input although all heads
-of a layer share the rms, as TransformerLens's `apply_ln_to_stack` treats the final norm. Gemma's
+A head's output is what it writes to the residual stream (`interp.head_writes`): `z_h @ W_O[h]`
+on Llama, Qwen and SmolLM2, its share of the normalised attention update on Gemma-3. The shares
+sum to the update exactly (tests/circuits/test_gemma_edges.py), so patching edges stays exact;
+the one approximation is EAP's gradient, which treats each share as a separate input although
+all heads of a layer share the norm's rms. Gemma's
 norm after the MLP sits inside `hook_mlp_out`, so an MLP output is its update as it is.
 `check_supported` refuses an attention output bias (no node holds it) before any forward.
 """
@@ -33,6 +30,7 @@ import torch
 
 from circuits.graph import Graph
 from interp.errors import InvalidInput
+from interp.head_writes import head_writes
 
 
 def check_supported(model) -> None:
@@ -44,25 +42,6 @@ def check_supported(model) -> None:
             f"{model.name}: edge attribution needs a residual stream that is the sum of per-head "
             "outputs, and this model has an attention output bias no node holds. Use --method "
             "path for it, or a Llama/Qwen/Gemma-style model such as smollm2-135m")
-
-
-def head_outputs(model, layer: int):
-    """fn(z [b, pos, n_heads, d_head]) -> [b, pos, n_heads, d_model]: what each head of `layer`
-    adds to the residual stream (module doc), computed from that forward's own z."""
-    w_o = model.bridge.blocks[layer].attn.W_O.detach()  # [n_heads, d_head, d_model]
-    norm = getattr(model.bridge.blocks[layer], "ln1_post", None)  # Gemma-3's norm after attention
-    if norm is None:
-        return lambda z: torch.einsum("bphe,hed->bphd", z, w_o.to(z.dtype))
-    weight = norm.weight.detach().float()
-    weight = 1.0 + weight if getattr(norm, "uses_weight_offset", False) else weight
-    eps = float(getattr(norm.config, "eps", 1e-6))
-
-    def shares(z):
-        y = torch.einsum("bphe,hed->bphd", z.float(), w_o.float())
-        inverse_rms = torch.rsqrt(y.sum(2).pow(2).mean(-1, keepdim=True) + eps)  # [b, pos, 1]
-        return (y * inverse_rms[:, :, None] * weight).to(z.dtype)
-
-    return shares
 
 
 def last_layer(graph: Graph) -> int:

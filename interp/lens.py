@@ -27,7 +27,7 @@ reading a term as "this head's effect", since removing a head would also change 
 
 Models with a norm after attention (Gemma-3's post_attention_layernorm) get the same treatment
 inside each block: the layer's attention output is (sum_h z_h W_O[h]) / s_post * g_post, linear in
-each head once s_post is frozen (`blocks.L.ln1_post.hook_scale`). What the heads do not explain
+each head once s_post is frozen (`interp.head_writes`). What the heads do not explain
 of a layer's attention output (an output bias) is reported as that layer's "attention rest".
 Models with final logit soft-capping (Gemma-2) are attributed before the cap.
 """
@@ -40,6 +40,7 @@ import torch
 
 from interp.errors import InvalidInput
 from interp.forward import run, unembed
+from interp.head_writes import head_writes, norm_gain
 from interp.models import Model
 from interp.names import hook_name
 from interp.tokens import TokenBatch
@@ -127,17 +128,6 @@ def token_id(model: Model, token: str | int, role: str) -> int:
         raise InvalidInput(f"{role} token: {exc}") from None
 
 
-def norm_gain(norm_module, d_model: int) -> torch.Tensor:
-    """[d_model] the elementwise gain g of an RMSNorm module (Llama's w, Gemma's 1 + w).
-
-    Read off the module itself rather than its parameter, so either convention is right: a
-    constant vector c * 1 has RMS c, so norm(c * 1) = g / sqrt(1 + eps / c^2), which is g to
-    float precision for c = 1000."""
-    probe = torch.full((1, 1, d_model), 1000.0, dtype=norm_module_dtype(norm_module))
-    with torch.no_grad():
-        return norm_module(probe)[0, 0].float()
-
-
 def norm_module_dtype(module) -> torch.dtype:
     return next(module.parameters()).dtype
 
@@ -190,8 +180,8 @@ def logit_lens_and_dla(model: Model, text: str, target: str | int | None = None,
 
 def _capture_last_position(model: Model, ids: list[int]) -> dict[str, torch.Tensor]:
     """One forward; the activations the lens and the DLA need, at the last position, float32:
-    resid_pre_0 [d], resid_mid_L / resid_post_L [d], z_L [n_heads, d_head], post_scale_L [1]
-    (post-attention norm, where present), final_scale [1]; and "logits" [1, vocab]."""
+    resid_pre_0 [d], resid_mid_L / resid_post_L [d], z_L [n_heads, d_head], final_scale [1];
+    and "logits" [1, vocab]."""
     captured: dict[str, torch.Tensor] = {}
 
     def keep(key: str):
@@ -204,9 +194,6 @@ def _capture_last_position(model: Model, ids: list[int]) -> dict[str, torch.Tens
         hooks += [(hook_name("resid_mid", layer), keep(f"resid_mid_{layer}")),
                   (hook_name("resid_post", layer), keep(f"resid_post_{layer}")),
                   (hook_name("z", layer), keep(f"z_{layer}"))]
-        post = f"blocks.{layer}.ln1_post.hook_scale"
-        if post in model.bridge.hook_dict:
-            hooks.append((post, keep(f"post_scale_{layer}")))
     with torch.no_grad():
         captured["logits"] = run(model, TokenBatch.from_lists([ids], model.pad_token_id),
                                  hooks=hooks).detach()
@@ -260,12 +247,7 @@ def _direct_logit_attribution(model: Model, captured: dict, target_id: int,
     mlps = torch.zeros(model.n_layers)
     previous = captured["resid_pre_0"]
     for layer in range(model.n_layers):
-        block = model.bridge.blocks[layer]
-        w_o = block.attn.W_O.detach().float()                               # [H, d_head, d_model]
-        per_head = torch.einsum("he,hed->hd", captured[f"z_{layer}"].to(w_o.device), w_o)  # [H, d]
-        if f"post_scale_{layer}" in captured:  # a norm after attention: linear once s is frozen
-            gain = norm_gain(block.ln1_post, model.d_model).to(per_head.device)
-            per_head = per_head * gain / captured[f"post_scale_{layer}"].to(per_head.device)
+        per_head = head_writes(model, layer)(captured[f"z_{layer}"])      # [H, d_model]
         attn_out = captured[f"resid_mid_{layer}"] - previous                 # exactly what it wrote
         heads[layer] = read(per_head).cpu()
         attn_rest[layer] = float(read(attn_out) - heads[layer].sum())

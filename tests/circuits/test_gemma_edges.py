@@ -1,5 +1,5 @@
 """Edge circuits on Gemma-3, whose attention output is normalised before it joins the residual
-stream (`post_attention_layernorm`): each head's share of the update (`head_outputs`) sums to the
+stream (`post_attention_layernorm`): each head's share of the update (`interp.head_writes`) sums to the
 update exactly, the edge-patching evaluation is exact at both ends, and EAP tracks exact patching
 of single edges."""
 
@@ -10,9 +10,9 @@ import torch
 
 from circuits.eap import edge_scores
 from circuits.faithfulness import CircuitRunner
-from circuits.graph_hooks import head_outputs
 from circuits.tasks import task_split
 from interp.forward import run
+from interp.head_writes import head_writes
 from interp.patching.attribution import correlation
 
 torch.set_num_threads(1)  # 2 cores shared by several sessions
@@ -38,7 +38,7 @@ def test_head_shares_sum_to_the_normalised_attention_update(gemma):
 
     run(gemma, TokenBatch.from_lists([gemma.encode("The war lasted from the year 1739 to the year 17")]),
         hooks=[(name, keep(name)) for name in names])
-    shares = head_outputs(gemma, layer)(seen[names[0]])  # [1, pos, n_heads, d_model]
+    shares = head_writes(gemma, layer)(seen[names[0]])  # [1, pos, n_heads, d_model]
     update = seen[names[2]] - seen[names[1]]
     assert shares.shape[2] == gemma.n_heads
     assert torch.allclose(shares.sum(2), update, atol=1e-3 * float(update.abs().max()))
