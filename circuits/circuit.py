@@ -18,7 +18,12 @@ Saved to the results store as a "circuit" run whose `result` is `Circuit.to_json
                 "input": "q", "effect": -0.21}, ...],        # receiver "logits" for output edges
      "faithfulness": 0.87, "random_baseline": {"mean": 0.12, "std": 0.08, "n": 20},
      "n_heads_total": 270, "evaluation": {...}, "params": {...},
-     "method": "path", "nodes": [...], "graph_edges": [{"src", "dst", "score"}]}
+     "method": "path", "nodes": [...], "graph_edges": [{"src", "dst", "score"}],
+     "node_info": {node: {...}}}
+
+`node_info` keeps what a method says about a node beyond its name (a feature circuit's SAE
+feature nodes: kind, hook, layer, feature, score, top-activating "contexts", "density"), so the
+dashboard can show it; empty for the methods that name nodes only.
 
 Scores and effects are in the patching results' units: the change of the normalized metric
 (0 = corrupted, 1 = clean) when that head / path is corrupted; negative = the head helps.
@@ -129,6 +134,7 @@ class Circuit:
     method: str = "path"
     nodes: list[str] = field(default_factory=list)
     graph_edges: list[Edge] = field(default_factory=list)
+    node_info: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
         seen = set()
@@ -178,6 +184,7 @@ class Circuit:
             "method": self.method,
             "nodes": list(self.nodes),
             "graph_edges": [e.to_json() for e in self.graph_edges],
+            "node_info": self.node_info,
         }
 
     @classmethod
@@ -191,6 +198,7 @@ class Circuit:
             params=data.get("params", {}), prompt_hash=data.get("prompt_hash", ""),
             method=data.get("method", "path"), nodes=list(data.get("nodes", [])),
             graph_edges=[Edge.from_json(e) for e in data.get("graph_edges", [])],
+            node_info=dict(data.get("node_info", {})),
         )
 
     def save(self, store, artifacts: dict | None = None) -> str:

@@ -32,8 +32,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from interp.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from circuits.circuit import Circuit
 
 # torch and the discovery modules are imported where used: the CLI reads METHODS to build its
 # options without importing torch.
@@ -260,8 +264,64 @@ def result_circuit(result: dict):
         n_heads_total=len(result["head_scores"]), method=result["method"],
         nodes=[n if isinstance(n, str) else n.get("id", str(n)) for n in result["nodes"]],
         graph_edges=[Edge.from_json(e) for e in result["edges"]],
+        node_info={n["id"]: {k: v for k, v in n.items() if k != "id"}
+                   for n in result["nodes"] if isinstance(n, dict) and "id" in n},
         faithfulness=None, params=result.get("params", {}),
         evaluation={k: result.get(k) for k in ("faithfulness_curve", "random_curve", "cpr", "cmd",
                                                 "random_cpr", "random_cmd", "n_discover", "n_eval",
                                                 "seconds", "circuit_percent") if k in result},
     )
+
+
+# Sizes a front end may ask for: enough for a real circuit, small enough that a CPU finishes.
+LIMITS = {"n_discover": (1, 256), "n_eval": (1, 256), "steps": (1, 32),
+          "circuit_percent": (0.1, 20.0)}
+
+
+def check_options(**options) -> dict:
+    """Sizes (LIMITS' keys; None = leave to the default) as numbers inside LIMITS, or an
+    InvalidInput naming the bound. Other options pass through unchanged."""
+    out = {}
+    for name, value in options.items():
+        if value is None or value == "":
+            continue
+        if name in LIMITS:
+            low, high = LIMITS[name]
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise InvalidInput(f"{name} must be a number from {low} to {high}, got {value!r}") from None
+            if isinstance(low, int) and not number.is_integer():
+                raise InvalidInput(f"{name} must be a whole number from {low} to {high}, got {value!r}")
+            if not low <= number <= high:
+                raise InvalidInput(f"{name} must be from {low} to {high}, got {value!r}")
+            value = int(number) if isinstance(low, int) else number
+        out[name] = value
+    return out
+
+
+def discover_to_store(model, store, task, method: str = "eap-ig",
+                      progress: Progress | None = None, **options) -> tuple[str, dict, Circuit]:
+    """`discover_circuit` inside a "circuit" run of `store` (progress and cancel through the run,
+    the discovery's artifacts kept with it; the run's result is `Circuit.to_json()`): what
+    `interp circuit` and the dashboard's discovery job run.
+    Returns (run id, the JSON dict, the circuit). task: a name, a .jsonl path or a checked
+    TaskSpec."""
+    from circuits.tasks import TaskSpec
+
+    spec = task if isinstance(task, TaskSpec) else check_method(method, task)
+    params = {"task": spec.name, "method": method,
+              **{k: v for k, v in options.items() if k != "store"}}
+
+    with store.run("circuit", model.model_id, params) as record:
+        def say(fraction: float, message: str) -> None:
+            record.progress(fraction, message)  # raises RunCancelled once a cancel is asked
+            if progress is not None:
+                progress(fraction, message)
+
+        data, circuit, artifacts = discover_circuit(model, spec, method, progress=say,
+                                                    store=store, **options)
+        for name, tensors in artifacts.items():
+            record.add_artifact(name, tensors)
+        record.set_result(circuit.to_json())
+    return record.id, data, circuit

@@ -31,6 +31,7 @@ from circuits.graph import Graph
 from circuits.graph_hooks import check_supported, input_groups
 from circuits.tasks import Task
 from interp.errors import InvalidInput
+from interp.head_writes import head_writes
 from interp.forward import run
 
 K_PERCENTS = (0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100)
@@ -94,11 +95,11 @@ class CircuitRunner:
 
         hooks = [("blocks.0.hook_resid_pre", lambda x, hook=None: put(0, x))]
         for layer in range(graph.n_layers):
-            w_o = model.bridge.blocks[layer].attn.W_O.detach()
             first = graph.head_index(layer, 0)
-            hooks.append((f"blocks.{layer}.attn.hook_z", lambda z, hook=None, w_o=w_o, first=first: put(
-                slice(first, first + graph.n_heads),
-                torch.einsum("bphe,hed->hbpd", z.detach(), w_o.to(z.dtype)))))
+            hooks.append((f"blocks.{layer}.attn.hook_z",
+                          lambda z, hook=None, heads=head_writes(model, layer), first=first: put(
+                              slice(first, first + graph.n_heads),
+                              heads(z.detach()).permute(2, 0, 1, 3))))
             hooks.append((f"blocks.{layer}.hook_mlp_out",
                           lambda out, hook=None, i=graph.mlp_index(layer): put(i, out)))
         readable = graph.n_readable

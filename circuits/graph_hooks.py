@@ -15,9 +15,13 @@ copy of the residual stream per head, before the attention norm, so an edit of o
 only that head (checked in tests/circuits/test_graph.py). `hook_mlp_in` is a copy the MLP alone
 reads: the skip connection keeps the unedited residual.
 
-Head outputs as `z @ W_O` are exact only where the residual update is the plain sum of head
-outputs (no output bias, no norm after attention): `check_supported` refuses the rest
-(Gemma-3's post-attention norm) before any forward.
+A head's output is what it writes to the residual stream (`interp.head_writes`): `z_h @ W_O[h]`
+on Llama, Qwen and SmolLM2, its share of the normalised attention update on Gemma-3. The shares
+sum to the update exactly (tests/circuits/test_gemma_edges.py), so patching edges stays exact;
+the one approximation is EAP's gradient, which treats each share as a separate input although
+all heads of a layer share the norm's rms. Gemma's
+norm after the MLP sits inside `hook_mlp_out`, so an MLP output is its update as it is.
+`check_supported` refuses an attention output bias (no node holds it) before any forward.
 """
 
 from __future__ import annotations
@@ -26,27 +30,18 @@ import torch
 
 from circuits.graph import Graph
 from interp.errors import InvalidInput
+from interp.head_writes import head_writes
 
 
 def check_supported(model) -> None:
-    """Refuse models whose residual update is not the sum of per-head outputs."""
-    block = model.bridge.blocks[0]
-    hf_layer = getattr(block, "_original_component", None)
-    post_norms = [name for name in ("post_attention_layernorm", "post_feedforward_layernorm")
-                  if hf_layer is not None and hasattr(hf_layer, name)
-                  and name != _ln2_name(hf_layer)]
-    b_o = getattr(block.attn, "b_O", None)
-    if post_norms or (b_o is not None and float(b_o.abs().max()) > 0):
+    """Refuse models whose residual update the graph's nodes cannot hold (an attention output
+    bias) before any forward."""
+    b_o = getattr(model.bridge.blocks[0].attn, "b_O", None)
+    if b_o is not None and float(b_o.abs().max()) > 0:
         raise InvalidInput(
             f"{model.name}: edge attribution needs a residual stream that is the sum of per-head "
-            f"outputs; this model has {'a norm after attention (' + ', '.join(post_norms) + ')' if post_norms else 'an attention output bias'}. "
-            "Use --method path for it, or a Llama/Qwen-style model such as smollm2-135m")
-
-
-def _ln2_name(hf_layer) -> str | None:
-    """Llama names its pre-MLP norm post_attention_layernorm; Gemma-3 has pre_feedforward_layernorm
-    for that and post_attention_layernorm after attention."""
-    return None if hasattr(hf_layer, "pre_feedforward_layernorm") else "post_attention_layernorm"
+            "outputs, and this model has an attention output bias no node holds. Use --method "
+            "path for it, or a Llama/Qwen/Gemma-style model such as smollm2-135m")
 
 
 def last_layer(graph: Graph) -> int:

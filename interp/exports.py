@@ -105,3 +105,44 @@ def patch_result_csv(result) -> str:
 def _csv_field(value) -> str:
     text = str(value)
     return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
+
+
+# ---- generations (the steering playground) -------------------------------------------------------
+GENERATION_COLUMNS = ("condition", "model", "prompt", "chat", "max_new_tokens", "continuation",
+                      "token_ids", "edit")
+
+
+def generations_json(model: str, prompt: str, plain, edited, edit, chat: bool = False,
+                     max_new_tokens: int | None = None) -> dict:
+    """The two greedy continuations of one prompt, without and with an edit, as JSON-able data:
+    {"model", "prompt", "chat", "max_new_tokens", "edit": the edit's JSON (its `to_dict()`,
+    which `kernels.AttentionEdit.from_dict` reads back), "plain": {"text", "token_ids"},
+    "edited": {"text", "token_ids"}}.
+
+    plain, edited: `interp.forward.Continuation`s or dicts with "text" and "token_ids".
+    edit: an `AttentionEdit` or its dict.
+    """
+    def side(continuation) -> dict:
+        data = continuation if isinstance(continuation, dict) else continuation.to_json()
+        return {"text": data["text"], "token_ids": [int(i) for i in data["token_ids"]]}
+
+    edit_dict = edit.to_dict() if hasattr(edit, "to_dict") else edit
+    data = {"model": model, "prompt": prompt, "chat": bool(chat),
+            "max_new_tokens": max_new_tokens, "edit": edit_dict,
+            "plain": side(plain), "edited": side(edited)}
+    return json.loads(json.dumps(data))  # JSON-able now, or fail here
+
+
+def generations_csv(data: dict) -> str:
+    """`generations_json`'s data as CSV: a header (GENERATION_COLUMNS), one line for the plain
+    continuation and one for the edited one; token ids space-separated, the edit as compact
+    JSON on the edited line (empty on the plain one)."""
+    lines = [",".join(GENERATION_COLUMNS)]
+    for condition in ("plain", "edited"):
+        side = data[condition]
+        edit = json.dumps(data["edit"], separators=(",", ":")) if condition == "edited" else ""
+        fields = [condition, data["model"], data["prompt"], str(data["chat"]).lower(),
+                  "" if data["max_new_tokens"] is None else str(data["max_new_tokens"]),
+                  side["text"], " ".join(map(str, side["token_ids"])), edit]
+        lines.append(",".join(_csv_field(f) for f in fields))
+    return "\n".join(lines) + "\n"

@@ -37,20 +37,22 @@ def empty_figure(message: str, height: int = 320) -> go.Figure:
 
 
 def head_heatmap(scores, title: str, highlight: tuple[int, int] | None = None,
-                 colorscale: str = "Viridis", zmid: float | None = None) -> go.Figure:
+                 colorscale: str = "Viridis", zmid: float | None = None,
+                 value_name: str = "score") -> go.Figure:
     """Layer x head heatmap of one detector's [n_layers, n_heads] scores.
 
     Layer 0 is at the top, as a reader scans a model from input to output. Each cell carries
     (layer, head) in its customdata, which the dashboard reads on click. `highlight` outlines
-    one head.
+    one head. `value_name` labels the colour bar and the hover (e.g. "DLA").
     """
     z = _rows(scores)
     n_layers, n_heads = len(z), len(z[0]) if z else 0
+    name = html.escape(value_name)
     fig = go.Figure(go.Heatmap(
         z=z, x=list(range(n_heads)), y=list(range(n_layers)),
         customdata=[[[layer, head] for head in range(n_heads)] for layer in range(n_layers)],
-        colorscale=colorscale, zmid=zmid, colorbar={"title": {"text": "score"}, "thickness": 14},
-        hovertemplate="layer %{y}, head %{x}<br>score %{z:.4f}<extra></extra>",
+        colorscale=colorscale, zmid=zmid, colorbar={"title": {"text": name}, "thickness": 14},
+        hovertemplate=f"layer %{{y}}, head %{{x}}<br>{name} %{{z:.4f}}<extra></extra>",
         texttemplate="%{z:.2f}" if n_layers * n_heads <= 600 else None,
         textfont={"size": 9}, xgap=1, ygap=1,
     ))
@@ -89,11 +91,15 @@ def rank_scatter(ranks_a: Sequence[float], ranks_b: Sequence[float], labels: Seq
     return fig
 
 
+def visible_token(token: str) -> str:
+    """A token with its whitespace made visible ('␣Mary')."""
+    # Plain escapes for newline and tab: every font has backslashes, not every font has ⏎.
+    return token.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t") or "∅"
+
+
 def token_label(position: int, token: str) -> str:
     """'12 ␣Mary': position first (labels must be unique), whitespace made visible."""
-    # Plain escapes for newline and tab: every font has backslashes, not every font has ⏎.
-    shown = token.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t") or "∅"
-    return f"{position} {shown}"
+    return f"{position} {visible_token(token)}"
 
 
 # Past this many tokens a pattern is drawn pooled (blocks of positions, their maximum): a
@@ -123,8 +129,15 @@ def pool_pattern(head_pattern, max_cells: int = MAX_PATTERN_CELLS):
 
 
 def attention_pattern_figure(tokens: Sequence[str], head_pattern, sinks: Sequence[int],
-                             title: str, max_cells: int = MAX_PATTERN_CELLS) -> go.Figure:
+                             title: str, max_cells: int = MAX_PATTERN_CELLS,
+                             queries: Sequence[dict] | None = None) -> go.Figure:
     """One head's [N, N] (query, key) pattern with the tokens on both axes.
+
+    `queries` (`interp.patterns.query_summaries`, one dict per query position) adds a column
+    "next ▸" right of the last key: one cell per query row, coloured by the model's top-1
+    next-token probability there, whose hover lists the query's top keys (with their attention)
+    and the top next tokens (with their probabilities). The texts ride in that trace's `text`,
+    one string per row (N strings, not N x N), so the figure stays as small as without them.
 
     Longer than `max_cells` tokens: drawn pooled (`pool_pattern`), each cell the maximum over a
     block of queries x keys, labelled by the block's first position and token; sink blocks are
@@ -157,22 +170,117 @@ def attention_pattern_figure(tokens: Sequence[str], head_pattern, sinks: Sequenc
         z=z, x=labels, y=labels, colorscale="Blues", zmin=0, zmax=1,
         colorbar={"title": {"text": "attention"}, "thickness": 12, "len": min(1.0, 500 / (n * cell + 1))},
         hovertemplate="query %{y}<br>key %{x}<br>attention %{z:.4f}<extra></extra>",
-        hoverongaps=False,
+        hoverongaps=False, name="pattern",
     ))
+    tick_vals, tick_text = [labels[i] for i in shown], [key_ticks[i] for i in shown]
+    if queries is not None:
+        fig.add_trace(query_strip(labels, queries, size=max(4, min(cell, 14) - 2)))
+        # Labelled by an annotation, not a tick: the key axis's ticks stay one per token.
+        fig.add_annotation(x=NEXT_COLUMN, y=1, yref="paper", yanchor="bottom", showarrow=False,
+                           text=f"<b>{NEXT_COLUMN}</b>", textangle=-60, font={"size": 10,
+                                                                              "color": "#15803d"})
     side = n * cell
+    if queries is not None:
+        fig.update_xaxes(range=[-0.5, n + 0.5])  # the keys, then the "next ▸" column
     fig.update_layout(
         title={"text": html.escape(title) + " — rows: queries, columns: keys",
                "x": 0.01, "xanchor": "left", "y": 0.995, "yanchor": "top", "font": {"size": 13}},
         width=max(560, side + 260), height=max(420, side + 230),
         margin={"l": 150, "r": 30, "t": 170, "b": 20},
         xaxis={"side": "top", "tickangle": -60,
-               "tickmode": "array", "tickvals": [labels[i] for i in shown],
-               "ticktext": [key_ticks[i] for i in shown], "tickfont": {"size": 10}},
+               "tickmode": "array", "tickvals": tick_vals,
+               "ticktext": tick_text, "tickfont": {"size": 10}},
         yaxis={"title": "query", "autorange": "reversed", "tickmode": "array",
                "tickvals": [labels[i] for i in shown],
                "ticktext": [html.escape(labels[i]) for i in shown], "tickfont": {"size": 10}},
         plot_bgcolor="white", modebar={"orientation": "v"},
     )
+    return fig
+
+
+NEXT_COLUMN = "next ▸"
+
+
+def query_hover_text(query: dict) -> str:
+    """One query row's hover: its top keys with their attention, then the top next tokens."""
+    keys = "<br>".join(f"  {html.escape(token_label(k['position'], k['token']))}: {k['weight']:.3f}"
+                       for k in query["top_keys"])
+    text = (f"query {html.escape(token_label(query['position'], query['token']))}"
+            f"<br><b>top keys</b> (attention)<br>{keys}")
+    if query.get("next"):
+        nxt = "<br>".join(f"  {html.escape(visible_token(t['token']))}: {t['prob']:.3f}"
+                          for t in query["next"])
+        text += f"<br><b>next token</b> (model's probability)<br>{nxt}"
+    return text
+
+
+def query_strip(labels: Sequence[str], queries: Sequence[dict], size: int = 12) -> go.Scatter:
+    """The "next ▸" column of `attention_pattern_figure`: one square marker per query row right of
+    the last key, coloured by the top-1 next-token probability (or the top key's weight without
+    next tokens), one hover text per query (`text`, N strings)."""
+    colour = [q["next"][0]["prob"] if q.get("next") else q["top_keys"][0]["weight"] for q in queries]
+    # A Scatter, not a one-column Heatmap: plotly widens a one-column heatmap on a category axis.
+    return go.Scatter(
+        x=[NEXT_COLUMN] * len(queries), y=list(labels), mode="markers", name="queries",
+        marker={"symbol": "square", "size": size, "color": colour, "colorscale": "Greens",
+                "cmin": 0, "cmax": 1, "line": {"width": 0}},
+        text=[query_hover_text(q) for q in queries], hovertemplate="%{text}<extra></extra>",
+        showlegend=False,
+    )
+
+
+def pattern_pair_figures(tokens_a: Sequence[str], pattern_a, tokens_b: Sequence[str], pattern_b,
+                         title_a: str, title_b: str, queries_a=None, queries_b=None,
+                         sinks_a: Sequence[int] = (), sinks_b: Sequence[int] = ()):
+    """One head on two prompts, for side-by-side display: two `attention_pattern_figure`s on the
+    same colour scale (attention 0..1 in both, so equal colours are equal weights) and the same
+    cell size; the taller one sets both heights so their rows start level."""
+    a = attention_pattern_figure(tokens_a, pattern_a, sinks_a, title_a, queries=queries_a)
+    b = attention_pattern_figure(tokens_b, pattern_b, sinks_b, title_b, queries=queries_b)
+    height = max(a.layout.height, b.layout.height)
+    for fig in (a, b):
+        fig.update_layout(height=height)
+        fig.update_traces(zmin=0, zmax=1, selector={"name": "pattern"})
+    return a, b
+
+
+def logit_lens_figure(layers: Sequence[str], logprob, rank, target: str,
+                      metric=None, metric_name: str | None = None) -> go.Figure:
+    """The logit lens along the depth: log p(target) after each layer (left axis) and the
+    target's rank (right axis, log scale, 1 at the top); with a wrong token, the logit
+    difference too."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    x = list(layers)
+    fig.add_trace(go.Scatter(x=x, y=[float(v) for v in logprob], mode="lines+markers",
+                             name=f"log p({html.escape(repr(target))})",
+                             hovertemplate="%{x}<br>log p %{y:.3f}<extra></extra>"), secondary_y=False)
+    if metric is not None:
+        fig.add_trace(go.Scatter(x=x, y=[float(v) for v in metric], mode="lines+markers",
+                                 name=html.escape(metric_name or "metric"), line={"dash": "dot"},
+                                 hovertemplate="%{x}<br>%{y:.3f}<extra></extra>"), secondary_y=False)
+    fig.add_trace(go.Scatter(x=x, y=[int(v) for v in rank], mode="lines", name="rank (right axis)",
+                             line={"color": "#999", "width": 1},
+                             hovertemplate="%{x}<br>rank %{y}<extra></extra>"), secondary_y=True)
+    fig.update_yaxes(title_text="log p / logit difference", secondary_y=False)
+    fig.update_yaxes(title_text="rank of the target (1 = top)", type="log", autorange="reversed",
+                     dtick=1, tickformat=",d", secondary_y=True)  # ticks at 1, 10, 100, ...
+    fig.update_layout(title={"text": "logit lens: the residual after each layer through the final "
+                                     "norm and unembedding", "font": {"size": 13}, "x": 0.02},
+                      height=380, margin={"l": 60, "r": 60, "t": 60, "b": 50}, plot_bgcolor="white",
+                      legend={"orientation": "h", "y": -0.2}, xaxis={"title": "read after"})
+    return fig
+
+
+def dla_heatmap(dla_heads, metric_name: str, highlight: tuple[int, int] | None = None) -> go.Figure:
+    """Layer x head direct logit attribution, diverging around 0 (red: pushes the target up),
+    symmetric colour range; click data as `head_heatmap`."""
+    values = _rows(dla_heads)
+    bound = max((abs(v) for row in values for v in row if v is not None), default=1.0) or 1.0
+    fig = head_heatmap(dla_heads, f"direct logit attribution to {metric_name}", highlight,
+                       colorscale="RdBu_r", zmid=0.0, value_name="DLA")
+    fig.update_traces(zmin=-bound, zmax=bound)
     return fig
 
 

@@ -4,6 +4,6 @@ reads the URL's query and builds controls) and `register(app, state)` (its callb
 PAGES is the one list of pages: the navigation (in this order, labelled by TITLE) and the
 router are built from it. Add a page by writing its module and listing it here."""
 
-from dashboard.pages import circuits, head, heads, model, sae, scans, steering
+from dashboard.pages import circuits, head, heads, lens, model, sae, scans, steering
 
-PAGES = [model, heads, head, scans, circuits, steering, sae]
+PAGES = [model, heads, head, lens, scans, circuits, steering, sae]

@@ -1,14 +1,23 @@
-"""Patching & circuits: patching heatmaps (IOI) and the discovered circuit as a graph.
+"""Patching & circuits: patching heatmaps (IOI); circuits discovered here or by `interp circuit`.
 
 Reads "patch" runs (`interp.patching.PatchResult`) and "circuit" runs (`circuits.Circuit`) from
-the store, as `interp patch` / `interp circuit` or a notebook saved them.
+the store, as `interp patch` / `interp circuit` or a notebook saved them. A circuit is drawn as
+its edge graph (`circuits.plots.circuit_edge_graph`: nodes by layer, a threshold slider by top-k
+edges or by |score|; a feature circuit's nodes show their top-activating contexts on click) and
+its faithfulness curve with the random baseline (`circuits.plots.circuit_faithfulness_figure`).
+Discovery runs here as a background job (`circuits.discover.discover_to_store`, the call
+`interp circuit` makes) on IOI, greater-than or an uploaded JSONL task file.
 URL: /circuits?model_id=M[&patch=RUN&circuit=RUN]
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
+import re
 import time
+from pathlib import Path
 
 from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 
@@ -55,6 +64,7 @@ def layout(state, query: dict) -> html.Div:
         ], className="controls"),
         html.Div(id="patch-body"),
         html.H3("Circuit"),
+        _discover_form(),
         html.Div([
             html.Label(["circuit run", dcc.Dropdown(
                 id="circuit-run", options=[{"label": _label(r), "value": r.id} for r in circuits],
@@ -134,10 +144,17 @@ def launch_patch(state, component, method, direction, n_prompts):
 
 def patch_jobs(state):
     """Queued and running patching, and the last finished one (with a link to it)."""
+    return job_rows(state, "patch")
+
+
+def job_rows(state, kind: str):
+    """Queued and running jobs of `kind` ("patch" or "circuit") with progress and Cancel, and
+    the ones finished in the last 10 minutes (a link to the result, or the error)."""
     rows = [html.Div([html.B(job.label), ": ",
-                      error_box(job.error) if job.error else "waiting for the model"])
-            for job in state.jobs.without_run("patch")]
-    for run in state.store.list_runs(kind="patch", limit=5):
+                      error_box(job.error) if job.error else "waiting for the model"],
+                     className=f"patch-job {job.state}")
+            for job in state.jobs.without_run(kind)]
+    for run in state.store.list_runs(kind=kind, limit=5):
         label = _label(run)
         if run.status == "running":
             percent = max(0.0, min(1.0, run.progress)) * 100
@@ -147,15 +164,17 @@ def patch_jobs(state):
                           html.Span(f"{percent:.0f}% {run.message}", className="progress-text")],
                          className="progress", role="progressbar", **{"aria-valuenow": f"{percent:.0f}"}),
                 html.Span(elapsed_text(run), className="hint elapsed"),
-                html.Button("Cancel", id={"type": "patch-cancel", "id": run.id}),
+                html.Button("Cancel", id={"type": f"{kind}-cancel", "id": run.id}),
             ], className="patch-job running"))
         elif time.time() - (run.finished_at or 0) < 600:  # finished in the last 10 minutes
             if run.status == "complete":
                 rows.append(html.Div(["finished: ", dcc.Link(label, href=PATH + query_string(
-                    model_id=run.model_id, patch=run.id), className="button-link")],
+                    model_id=run.model_id, **{kind: run.id}), className="button-link")],
                     className="patch-job complete"))
             elif run.status == "failed":
                 rows.append(error_box(f"{label}: {run.error}"))
+            elif run.status == "cancelled":
+                rows.append(html.Div(f"cancelled: {label}", className="patch-job cancelled hint"))
     return rows or None
 
 
@@ -213,27 +232,186 @@ def patch_view(state, query: dict):
     ], className="heatmaps")
 
 
-def circuit_view(state, query: dict):
+# ---- circuits: discovery from the page ---------------------------------------------------------
+
+TASK_FILE = "file"  # the task dropdown's value for the uploaded JSONL file
+SHOWN_HEADS = 16  # heads listed per role (a 1% EAP circuit sends along edges of ~70 heads)
+_CIRCUITS: dict[str, object] = {}  # run id -> Circuit (complete runs never change); a few kept
+
+
+def _discover_form() -> html.Details:
+    """Discover a circuit here, as `interp circuit MODEL --task T --method M` does, as a job."""
+    from circuits.discover import LIMITS, METHODS
+
+    def number(id_, label, value, key, step=1):
+        low, high = LIMITS[key]
+        return html.Label([label, dcc.Input(id=id_, type="number", value=value, min=low, max=high,
+                                            step=step)], className="control small")
+
+    return html.Details([
+        html.Summary("discover a circuit on the loaded model"),
+        html.Div([
+            html.Label(["task", dcc.Dropdown(id="circuit-task", clearable=False, value="ioi", options=[
+                {"label": "IOI", "value": "ioi"}, {"label": "greater-than", "value": "greater-than"},
+                {"label": "uploaded JSONL file", "value": TASK_FILE}])], className="control"),
+            html.Label(["method", dcc.Dropdown(
+                id="circuit-method", clearable=False, value="eap-ig",
+                options=[{"label": f"{m.name}: {m.help}", "value": m.name} for m in METHODS.values()])],
+                className="control wide"),
+            number("circuit-n-discover", "discovery prompts", 16, "n_discover"),
+            number("circuit-n-eval", "evaluation prompts", 16, "n_eval"),
+            number("circuit-steps", "EAP-IG steps", 5, "steps"),
+            number("circuit-percent", "edges kept (%)", 1, "circuit_percent", step=0.1),
+            html.Button("Discover", id="circuit-launch", className="primary"),
+        ], className="controls"),
+        dcc.Upload(id="circuit-upload", multiple=False, className="upload", style={
+            "border": "1px dashed #9ca3af", "borderRadius": "6px", "padding": "8px 12px",
+            "margin": "6px 0", "cursor": "pointer"}, children=html.Div([
+            "task file: drop or ", html.A("choose"), " a .jsonl file, one ",
+            html.Code('{"clean", "corrupted", "answer", "wrong"}'), " per line"])),
+        dcc.Store(id="circuit-upload-path"),
+        html.Div(id="circuit-upload-message"),
+        html.P("Faithfulness is measured on the evaluation prompts, disjoint from the discovery "
+               "prompts (a task file: its first half discovers, the rest evaluates).", className="hint"),
+        html.Div(id="circuit-message"),
+        dcc.Interval(id="circuit-poll", interval=1500),
+        html.Div(id="circuit-jobs"),
+    ], className="launch", id="circuit-launch-box")
+
+
+def _upload_dir(state) -> Path:
+    return Path(state.store.path).parent / "uploads"
+
+
+def receive_task_file(state, contents: str | None, filename: str | None) -> tuple[str, str]:
+    """Save an uploaded task file next to the store and check it with the library's loader
+    (`circuits.tasks.check_task`: every line's shape; with a loaded model also the token
+    lengths and single-token answers). Returns (its path, a summary); InvalidInput otherwise."""
+    from circuits.tasks import check_task
+    from interp.errors import InvalidInput
+
+    if not contents or not filename:
+        raise InvalidInput("no file received; choose a .jsonl task file")
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", Path(filename).name)
+    if not name.endswith(".jsonl"):
+        raise InvalidInput(f"{filename!r} is not a .jsonl file; give one JSON object per line "
+                           'with "clean", "corrupted", "answer", "wrong"')
+    try:
+        raw = base64.b64decode(contents.split(",", 1)[1])
+    except (IndexError, ValueError):
+        raise InvalidInput(f"could not read {filename!r} as an uploaded file; choose it again") from None
+    folder = _upload_dir(state) / hashlib.sha256(raw).hexdigest()[:12]
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(raw)
+    spec = check_task(str(path))  # the lines' shape, each error naming its line
+    summary = f"{name}: {len(spec.pairs)} prompt pairs, every line well formed"
+    model = state.models.model
+    if model is not None:  # the tokenizer's checks (no forward pass)
+        from interp.tasks.pairs import pairs_prompts
+
+        pairs_prompts(model, spec.pairs, name=spec.name)
+        summary += f"; same token lengths and single-token answers for {model.name}"
+    return str(path), summary
+
+
+def launch_discovery(state, task: str, upload_path: str | None, method: str, n_discover,
+                     n_eval, steps, circuit_percent=None):
+    """Check everything the library can check without the model, then queue the job.
+    circuit_percent (edge methods): the share of edges stored as the circuit; the page's
+    threshold slider then explores within them."""
+    from circuits.discover import check_method, check_options
+
+    try:
+        if task == TASK_FILE:
+            if not upload_path:
+                return error_box("upload a .jsonl task file first (or choose IOI or greater-than)",
+                                 id="circuit-error")
+            task = upload_path
+        spec = check_method(method, task)
+        options = check_options(n_discover=n_discover, n_eval=n_eval,
+                                steps=steps if method == "eap-ig" else None,
+                                circuit_percent=circuit_percent if method in ("eap", "eap-ig") else None)
+    except InterpError as exc:
+        return error_box(str(exc), id="circuit-error")
+    sizes = f"{options.get('n_discover', 'default')} + {options.get('n_eval', 'default')} prompts"
+    label = f"{method} circuit of {spec.name} ({sizes})"
+
+    def job(model, store):
+        from circuits.discover import discover_to_store
+
+        discover_to_store(model, store, spec, method, **options)
+
+    loaded = state.models.model
+    submitted = state.jobs.submit("circuit", label, job,
+                                  model_id=loaded.model_id if loaded is not None else None)
+    return notice(f"queued {label} as job {submitted.id}", id="circuit-queued")
+
+
+# ---- circuits: the view ------------------------------------------------------------------------
+
+def _circuit(state, run_id: str):
     from circuits.circuit import Circuit
-    from circuits.plots import circuit_graph
+
+    if run_id not in _CIRCUITS:
+        if len(_CIRCUITS) >= 8:
+            _CIRCUITS.pop(next(iter(_CIRCUITS)))
+        _CIRCUITS[run_id] = Circuit.load(state.store, run_id)
+    return _CIRCUITS[run_id]
+
+
+def _model_shape(state, circuit) -> tuple[int | None, int | None]:
+    """(n_layers, n_heads) of the loaded model when it is the circuit's; else (None, None):
+    the graph takes them from the circuit's nodes."""
+    loaded = state.models.model
+    if loaded is not None and loaded.model_id == circuit.model_id:
+        return loaded.n_layers, loaded.n_heads
+    return None, None
+
+
+def circuit_figure(state, run_id: str, mode: str, position):
+    """The edge graph of a stored circuit at a threshold slider position."""
+    from circuits.plots import circuit_edge_graph, threshold_value
+
+    circuit = _circuit(state, run_id)
+    edges = [e.to_json() for e in circuit.all_edges()]
+    n_layers, n_heads = _model_shape(state, circuit)
+    return circuit_edge_graph(circuit, mode, threshold_value(edges, mode, position), n_layers, n_heads)
+
+
+def _summary(circuit) -> html.P:
+    ev = circuit.evaluation or {}
+    parts = [f"{circuit.method} on {circuit.task}", f"{len(circuit.all_edges()):,} edges stored"]
+    if circuit.heads:
+        parts.append(f"{len(circuit)} of {circuit.n_heads_total} heads")
+    if isinstance(ev.get("cmd"), (int, float)):
+        parts.append(f"CPR {ev['cpr']:.3f}, CMD {ev['cmd']:.3f}"
+                     + (f" (random circuits: CMD {ev['random_cmd']:.3f})"
+                        if isinstance(ev.get("random_cmd"), (int, float)) else ""))
+    if "n_discover" in ev:
+        parts.append(f"{ev['n_discover']} discovery / {ev.get('n_eval', '?')} evaluation prompts")
+    if isinstance(ev.get("seconds"), (int, float)):
+        parts.append(f"{ev['seconds']:.0f} s")
+    return html.P(" · ".join(parts), id="circuit-summary")
+
+
+def circuit_view(state, query: dict):
+    from circuits.plots import circuit_faithfulness_figure, threshold_slider
 
     run_id = query.get("circuit")
     if not run_id:
-        return notice("No circuit runs for this model yet: `interp circuit MODEL --task ioi` "
-                      "(or `Circuit.save(store)`) stores one.")
+        return notice("No circuit runs for this model yet: discover one above, or run `interp "
+                      "circuit MODEL --task ioi --method eap-ig` (or `Circuit.save(store)`).")
     try:
-        circuit = Circuit.load(state.store, run_id)
+        _CIRCUITS.pop(run_id, None)  # the view reads the store afresh
+        circuit = _circuit(state, run_id)
     except InterpError as exc:
         return error_box(str(exc))
     model_id = query.get("model_id")
-    loaded = state.models.model
-    n_layers = (loaded.n_layers if loaded is not None and loaded.model_id == circuit.model_id
-                else max((h.layer for h in circuit.heads), default=0) + 1)
-    data_json = circuit.to_json()
-    figure = circuit_graph(data_json["heads"], data_json["edges"], n_layers,
-                           title=f"{circuit.task} circuit: {len(circuit)} of "
-                                 f"{circuit.n_heads_total} heads")
-    summary = []
+    edges = [e.to_json() for e in circuit.all_edges()]
+    slider = threshold_slider(edges, "top")
+    figure = circuit_figure(state, run_id, "top", slider["value"])
+    summary = [_summary(circuit)]
     if circuit.faithfulness is not None:
         text = f"faithfulness {circuit.faithfulness:.1%}"
         baseline = circuit.random_baseline or {}
@@ -241,33 +419,94 @@ def circuit_view(state, query: dict):
             text += (f" — random circuits of the same size: {baseline['mean']:.1%} ± "
                      f"{baseline.get('std', 0):.1%} (n = {baseline.get('n', '?')})")
         summary.append(html.P(html.B(text), id="circuit-faithfulness"))
-    else:
-        summary.append(html.P("faithfulness not evaluated", className="hint"))
     roles = []
     for role, heads in circuit.by_role().items():
+        if role is None:  # a method that names no roles: the strongest heads, a few
+            heads = [(h.layer, h.head) for h in sorted(
+                (h for h in circuit.heads if h.role is None), key=lambda h: -abs(h.score or 0.0))]
         links = [dcc.Link(f"{layer}.{head}", href="/head" + query_string(
             model_id=model_id, layer=layer, head=head), className="button-link")
-            for layer, head in heads]
-        roles.append(html.Tr([html.Th(role), html.Td(links)]))
-    evaluation = {k: v for k, v in circuit.evaluation.items() if isinstance(v, (int, float, str))}
+            for layer, head in heads[:SHOWN_HEADS]]
+        if len(heads) > SHOWN_HEADS:
+            links.append(html.Span(f" and {len(heads) - SHOWN_HEADS} more", className="hint"))
+        roles.append(html.Tr([html.Th(role or f"{len(heads)} heads, strongest first"),
+                              html.Td(links)]))
+    evaluation = {k: v for k, v in circuit.evaluation.items()
+                  if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     for name in ("completeness", "minimality"):
         value = circuit.evaluation.get(name)
         if isinstance(value, dict):
             evaluation.update({f"{name} {k}": v for k, v in value.items()
                                if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    curve = circuit_faithfulness_figure(circuit)
     return html.Div([
-        dcc.Graph(id="circuit-graph", figure=figure, config={"displaylogo": False},
-                  style={"flex": "2", "minWidth": "520px"}),
+        *summary,
         html.Div([
-            html.Div(summary + [html.H4("heads by role"),
-                                html.Table(roles, className="table", id="circuit-roles")],
-                     className="panel"),
-            html.Div([html.H4("evaluation"), html.Table(
-                [html.Tr([html.Th(k), html.Td(f"{v:.4g}" if isinstance(v, float) else str(v))])
-                 for k, v in evaluation.items()], className="table facts")], className="panel")
-            if evaluation else None,
-        ], className="details"),
-    ], className="heatmaps")
+            dcc.RadioItems(id="circuit-threshold-mode", value="top", inline=True, options=[
+                {"label": " top-k edges ", "value": "top"},
+                {"label": " |score| at least ", "value": "score"}]),
+            html.Div(dcc.Slider(id="circuit-threshold", min=slider["min"], max=slider["max"],
+                                step=slider["step"], marks=slider["marks"], value=slider["value"],
+                                included=False, updatemode="mouseup", allow_direct_input=False),
+                     className="control wide", style={"minWidth": "520px"}),
+        ], className="controls", id="circuit-threshold-box"),
+        html.Div([
+            dcc.Graph(id="circuit-graph", figure=figure, config={"displaylogo": False},
+                      style={"flex": "2", "minWidth": "520px"}),
+            html.Div([
+                html.Div(id="circuit-node", className="panel",
+                         children=html.P("Click a node for its score (and a feature's top "
+                                         "contexts); hover an edge's middle for its score.",
+                                         className="hint")),
+                html.Div([html.H4("heads by role" if circuit.by_role().keys() - {None} else "heads"),
+                          html.Table(roles, className="table", id="circuit-roles")],
+                         className="panel") if roles else None,
+                html.Div([html.H4("evaluation"), html.Table(
+                    [html.Tr([html.Th(k), html.Td(f"{v:.4g}" if isinstance(v, float) else str(v))])
+                     for k, v in evaluation.items()], className="table facts")], className="panel")
+                if evaluation else None,
+            ], className="details"),
+        ], className="heatmaps"),
+        dcc.Graph(id="circuit-curve", figure=curve, config={"displaylogo": False})
+        if curve is not None else html.P("no faithfulness curve stored with this circuit",
+                                         className="hint", id="circuit-no-curve"),
+    ])
+
+
+def node_panel(state, run_id: str | None, click: dict | None):
+    """What the store says about the clicked node: its score, a feature's density and top
+    contexts, a head's link to the Head page."""
+    from circuits.plots import parse_node
+
+    point = ((click or {}).get("points") or [{}])[0]
+    name = point.get("customdata")
+    if not run_id or not isinstance(name, str):
+        return no_update
+    circuit = _circuit(state, run_id)
+    info = circuit.node_info.get(name)
+    if info is None:  # sae-heads names heads "L.H"; the graph calls them "aL.hH"
+        parsed = parse_node(name)
+        if parsed["kind"] == "head":
+            info = circuit.node_info.get(f"{parsed['layer']}.{parsed['head']}")
+    info = info or {}
+    parsed = parse_node(name)
+    rows = [html.H4(name, id="circuit-node-name")]
+    if parsed["kind"] == "head":
+        rows.append(dcc.Link(f"open head {parsed['layer']}.{parsed['head']}", href="/head" + query_string(
+            model_id=circuit.model_id, layer=parsed["layer"], head=parsed["head"]), className="button-link"))
+    if isinstance(info.get("score"), (int, float)):
+        rows.append(html.P(f"score {info['score']:+.4g}"))
+    if isinstance(info.get("density"), (int, float)):
+        rows.append(html.P(f"fires on {info['density']:.2%} of the corpus positions"))
+    contexts = info.get("contexts")
+    if contexts:
+        rows.append(html.Ul([html.Li([html.Span(f"{c['activation']:.2f}  ", className="muted"),
+                                      c["text"][:-len(c["token"])] if c.get("token") else c["text"],
+                                      html.B(c.get("token", ""))]) for c in contexts],
+                            id="circuit-node-contexts"))
+    elif parsed["kind"] == "sae_feature":
+        rows.append(html.P("no top-activating contexts stored with this circuit", className="hint"))
+    return rows
 
 
 def register(app, state) -> None:
@@ -384,3 +623,73 @@ def _register_pages(app, state) -> None:
         except (KeyError, TypeError, ValueError):
             return no_update, no_update
         return "/head", query_string(model_id=(query or {}).get("model_id"), layer=layer, head=head)
+
+    _register_circuits(app, state)
+
+
+def _register_circuits(app, state) -> None:
+    """Discovery jobs, the threshold slider, node clicks, task file uploads."""
+    @app.callback(Output("circuit-upload-path", "data"), Output("circuit-upload-message", "children"),
+                  Output("circuit-task", "value"),
+                  Input("circuit-upload", "contents"), State("circuit-upload", "filename"),
+                  prevent_initial_call=True)
+    def on_upload(contents, filename):
+        try:
+            path, summary = receive_task_file(state, contents, filename)
+        except InterpError as exc:
+            return None, error_box(str(exc), id="circuit-upload-error"), no_update
+        return path, notice(summary, id="circuit-upload-ok"), TASK_FILE
+
+    @app.callback(Output("circuit-message", "children"), Input("circuit-launch", "n_clicks"),
+                  State("circuit-task", "value"), State("circuit-upload-path", "data"),
+                  State("circuit-method", "value"), State("circuit-n-discover", "value"),
+                  State("circuit-n-eval", "value"), State("circuit-steps", "value"),
+                  State("circuit-percent", "value"), prevent_initial_call=True)
+    def on_discover(clicks, task, upload_path, method, n_discover, n_eval, steps, percent):
+        if not clicks:
+            return no_update
+        return launch_discovery(state, task, upload_path, method, n_discover, n_eval, steps, percent)
+
+    @app.callback(Output("circuit-jobs", "children"), Input("circuit-poll", "n_intervals"),
+                  Input("circuit-message", "children"))
+    def poll(_n, _message):
+        return job_rows(state, "circuit")
+
+    @app.callback(Output("circuit-message", "children", allow_duplicate=True),
+                  Input({"type": "circuit-cancel", "id": ALL}, "n_clicks"), prevent_initial_call=True)
+    def on_cancel(clicks):
+        trigger = ctx.triggered_id
+        if not trigger or not ctx.triggered[0]["value"]:  # buttons re-created by the poll
+            return no_update
+        state.jobs.cancel(trigger["id"])
+        return notice(f"cancel requested for {trigger['id']}; the job stops within a layer",
+                      id="circuit-cancelled")
+
+    @app.callback(Output("circuit-threshold", "min"), Output("circuit-threshold", "max"),
+                  Output("circuit-threshold", "step"), Output("circuit-threshold", "marks"),
+                  Output("circuit-threshold", "value"),
+                  Input("circuit-threshold-mode", "value"), State("circuits-query", "data"),
+                  prevent_initial_call=True)
+    def slider_for_mode(mode, query):
+        from circuits.plots import threshold_slider
+
+        run_id = (query or {}).get("circuit")
+        if not run_id:
+            return (no_update,) * 5
+        edges = [e.to_json() for e in _circuit(state, run_id).all_edges()]
+        spec = threshold_slider(edges, mode)
+        return spec["min"], spec["max"], spec["step"], spec["marks"], spec["value"]
+
+    @app.callback(Output("circuit-graph", "figure"), Input("circuit-threshold", "value"),
+                  State("circuit-threshold-mode", "value"), State("circuits-query", "data"),
+                  prevent_initial_call=True)
+    def redraw(position, mode, query):
+        run_id = (query or {}).get("circuit")
+        if not run_id or position is None:
+            return no_update
+        return circuit_figure(state, run_id, mode or "top", position)
+
+    @app.callback(Output("circuit-node", "children"), Input("circuit-graph", "clickData"),
+                  State("circuits-query", "data"), prevent_initial_call=True)
+    def on_node(click, query):
+        return node_panel(state, (query or {}).get("circuit"), click)

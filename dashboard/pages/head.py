@@ -1,9 +1,12 @@
 """Head: one head's attention pattern on a prompt the user types, its score on every detector,
 the keys it attends to most, and the causal checks stored with the scans.
 
-URL: /head?model_id=M&layer=L&head=H[&prompt=TEXT&detector=D]
-The pattern is computed with the loaded model (`interp.patterns.attention_pattern`); the scores
-come from the store.
+URL: /head?model_id=M&layer=L&head=H[&prompt=TEXT&prompt2=TEXT&detector=D]
+The pattern is computed with the loaded model (`interp.patterns.attention_patterns`, with the
+next tokens at every position from the same forward, for the hover); the scores come from the
+store. With `prompt2` the head's pattern on a second prompt is drawn beside the first, on the same
+colour scale. The column "next ▸" right of each pattern carries, per query row, its top keys and
+the model's next-token probabilities (hover over it).
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 from dash import Input, Output, State, dcc, html, no_update
 
 from interp.errors import InterpError
-from interp.patterns import (MAX_PATTERN_TOKENS, SINK_THRESHOLD, attention_patterns, sink_positions,
-                             top_attended)
-from interp.plots import attention_pattern_figure, empty_figure
+from interp.patterns import (MAX_PATTERN_TOKENS, SINK_THRESHOLD, attention_patterns,
+                             query_summaries, sink_positions, top_attended)
+from interp.plots import (MAX_PATTERN_CELLS, attention_pattern_figure, empty_figure,
+                          pattern_pair_figures)
 
 from dashboard import data
 from dashboard.layout import error_box, int_param, notice, query_string, verify_text
@@ -27,6 +31,9 @@ HIDDEN = {"display": "none"}
 # Patterns up to the library's limit; past interp.plots.MAX_PATTERN_CELLS tokens the figure is
 # pooled on the server (block maxima), so a 2,000-token pattern ships and draws in seconds.
 MAX_SHOWN_TOKENS = MAX_PATTERN_TOKENS
+# Next tokens kept per position for the hover (one forward per prompt gives them all).
+HOVER_NEXT_TOKENS = 5
+HOVER_TOP_KEYS = 4
 
 
 def layout(state, query: dict) -> html.Div:
@@ -35,8 +42,9 @@ def layout(state, query: dict) -> html.Div:
     layer = int_param(query, "layer") if "layer" in query else 0
     head = int_param(query, "head") if "head" in query else 0
     prompt = query["prompt"] if "prompt" in query else DEFAULT_PROMPT
+    prompt2 = query.get("prompt2") or None
     detector = query.get("detector")
-    here = dict(model_id=model_id, detector=detector, prompt=query.get("prompt"))
+    here = dict(model_id=model_id, detector=detector, prompt=query.get("prompt"), prompt2=prompt2)
     nav = []
     shape = _shape(state, model_id)
     if layer is not None and head is not None and shape is not None:
@@ -60,6 +68,10 @@ def layout(state, query: dict) -> html.Div:
                                           value=head, debounce=False)], className="control small"),
             html.Label(["prompt", dcc.Textarea(id="head-prompt", value=prompt, rows=3)],
                        className="control prompt"),
+            html.Label(["compare with a second prompt (optional)",
+                        dcc.Textarea(id="head-prompt-b", value=prompt2 or "", rows=3,
+                                     placeholder="the same head on another prompt, side by side")],
+                       className="control prompt"),
             html.Button("Show pattern", id="head-show", className="primary"),
         ], className="controls"),
         html.Div([
@@ -72,32 +84,54 @@ def layout(state, query: dict) -> html.Div:
             dcc.Link("every head of this layer", id="head-grid-link", className="button-link",
                      href=PATH + query_string(**{k: v for k, v in query.items() if k != "view"},
                                               view="grid")),
+            dcc.Link("logit lens and DLA of this prompt", id="head-lens-link",
+                     className="button-link",
+                     href="/lens" + query_string(model_id=model_id, prompt=query.get("prompt"),
+                                                 layer=layer, head=head)),
             dcc.Download(id="head-download"),
         ], className="controls"),
         html.Div(dcc.Graph(id="head-grid", config={"displaylogo": False}), id="head-grid-box",
                  style={} if query.get("view") == "grid" else HIDDEN),
         dcc.Store(id="head-query", data={"model_id": model_id, "layer": layer, "head": head,
-                                         "prompt": prompt, "detector": detector,
+                                         "prompt": prompt, "prompt2": prompt2,
+                                         "detector": detector,
                                          "view": query.get("view"),
                                          "layer_raw": query.get("layer"),
                                          "head_raw": query.get("head")}),
         dcc.Interval(id="head-retry", interval=3000, disabled=True),
-        html.Div([
-            html.Div([
-                html.H3("Attention pattern"),
-                html.Div(id="head-pattern-message"),
-                dcc.Loading(html.Div(dcc.Graph(id="head-pattern", style=HIDDEN,
-                                               config={"displaylogo": False}),
-                                     className="pattern-scroll"), type="circle", delay_show=300),
-            ], className="pattern-column"),
-            html.Div([
-                html.Div([html.H3("Scores on every detector"), html.Div(id="head-scores")],
-                         className="panel"),
-                html.Div([html.H3("Most attended tokens"), html.Div(id="head-top")],
-                         className="panel"),
-            ], className="side-column"),
-        ], className="head-columns"),
+        dcc.Interval(id="head-retry-b", interval=3000, disabled=True),
+        *_pattern_area(prompt2 is not None),
     ])
+
+
+def _pattern_area(compare: bool) -> list:
+    """The pattern(s) and the side panels. Comparing two prompts, the two patterns share the full
+    width side by side and the panels go below; otherwise the panels sit right of the pattern."""
+    pattern_a = html.Div([
+        html.H3("Attention pattern" + (" — prompt 1" if compare else "")),
+        html.Div(id="head-pattern-message"),
+        dcc.Loading(html.Div(dcc.Graph(id="head-pattern", style=HIDDEN,
+                                       config={"displaylogo": False}),
+                             className="pattern-scroll"), type="circle", delay_show=300),
+    ], className="pattern-column", style={"flex": 1} if compare else None)
+    pattern_b = html.Div([
+        html.H3("Attention pattern — prompt 2"),
+        html.Div(id="head-pattern-b-message"),
+        dcc.Loading(html.Div(dcc.Graph(id="head-pattern-b", style=HIDDEN,
+                                       config={"displaylogo": False}),
+                             className="pattern-scroll"), type="circle", delay_show=300),
+    ], className="pattern-column", id="head-pattern-b-box",
+        style={"flex": 1} if compare else HIDDEN)
+    side = html.Div([
+        html.Div([html.H3("Scores on every detector"), html.Div(id="head-scores")],
+                 className="panel"),
+        html.Div([html.H3("Most attended tokens"), html.Div(id="head-top")],
+                 className="panel"),
+    ], className="side-column")
+    if compare:
+        return [html.Div([pattern_a, pattern_b], className="head-columns", id="head-pair"),
+                html.Div(side, style={"marginTop": "16px"})]
+    return [html.Div([pattern_a, pattern_b, side], className="head-columns")]
 
 
 def _shape(state, model_id: str | None) -> tuple[int, int] | None:
@@ -216,23 +250,53 @@ def _verify_summary(verify: dict, head: tuple[int, int]) -> html.Span:
     return html.Span(verify_text(verify) + (" — this head was among those ablated" if inside else ""))
 
 
+def head_figures(state, query: dict, layer: int, head: int):
+    """-> (pattern of prompt 1, the model id, its figure, figure of prompt 2 or None).
+
+    The figures carry the per-query hover column (`interp.patterns.query_summaries`). Two prompts
+    are drawn as a pair (`interp.plots.pattern_pair_figures`: one colour scale, one height).
+    Raises ModelBusy / ModelNotReady / InterpError from the pattern computation.
+    """
+    text = query.get("prompt", DEFAULT_PROMPT)
+    pattern, model_id = compute_pattern(state, text, layer)
+    head_pattern = pattern.head(head)
+    sinks = sink_positions(head_pattern)
+    title = f"L{layer}.H{head}, {pattern.n_tokens} tokens"
+    queries = _queries(pattern, head)
+    text_b = query.get("prompt2")
+    if not text_b:
+        return pattern, model_id, attention_pattern_figure(pattern.tokens, head_pattern, sinks,
+                                                           title, queries=queries), None
+    pattern_b, _ = compute_pattern(state, text_b, layer)
+    head_b = pattern_b.head(head)
+    figure_a, figure_b = pattern_pair_figures(
+        pattern.tokens, head_pattern, pattern_b.tokens, head_b, title + " (prompt 1)",
+        f"L{layer}.H{head}, {pattern_b.n_tokens} tokens (prompt 2)", queries_a=queries,
+        queries_b=_queries(pattern_b, head), sinks_a=sinks, sinks_b=sink_positions(head_b))
+    return pattern, model_id, figure_a, figure_b
+
+
+def _queries(pattern, head: int):
+    """Hover data per query row, or None past the unpooled size (a pooled cell is a block)."""
+    if pattern.n_tokens > MAX_PATTERN_CELLS:
+        return None
+    return query_summaries(pattern, head, k_keys=HOVER_TOP_KEYS)
+
+
 def pattern_view(state, query: dict):
     """-> (figure, figure style, message, top table, retry disabled)."""
     checked, problem = _checked(query)
     if problem:
         return empty_figure(""), HIDDEN, error_box(problem, id="head-error"), None, True
     layer, head = checked
-    text = query.get("prompt", DEFAULT_PROMPT)
     try:
-        pattern, model_id = compute_pattern(state, text, layer)
+        pattern, model_id, figure, _ = head_figures(state, query, layer, head)
         head_pattern = pattern.head(head)
     except (ModelBusy, ModelNotReady) as exc:
         return no_update, HIDDEN, notice(f"{exc} (retrying)", id="head-wait"), None, False
     except InterpError as exc:
         return empty_figure(""), HIDDEN, error_box(str(exc), id="head-error"), None, True
     sinks = sink_positions(head_pattern)
-    title = f"L{layer}.H{head}, {pattern.n_tokens} tokens"
-    figure = attention_pattern_figure(pattern.tokens, head_pattern, sinks, title)
     message = []
     if query.get("model_id") and query["model_id"] != model_id:
         message.append(notice(f"Scores are for {query['model_id']}; the pattern is computed "
@@ -251,6 +315,22 @@ def pattern_view(state, query: dict):
                                                html.Td(f"{t['from_last']:.3f}")]) for t in top])],
                        className="table", id="head-top-table")
     return figure, {"display": "block"}, message, table, True
+
+
+def pattern_b_view(state, query: dict):
+    """-> (figure of prompt 2, its style, message, retry disabled); hidden without prompt2."""
+    checked, problem = _checked(query)
+    if not query.get("prompt2"):
+        return empty_figure(""), HIDDEN, None, True
+    if problem:
+        return empty_figure(""), HIDDEN, error_box(problem), True
+    try:
+        _, _, _, figure = head_figures(state, query, *checked)
+    except (ModelBusy, ModelNotReady) as exc:
+        return no_update, HIDDEN, notice(f"{exc} (retrying)"), False
+    except InterpError as exc:
+        return empty_figure(""), HIDDEN, error_box(str(exc), id="head-error-b"), True
+    return figure, {"display": "block"}, None, True
 
 
 def compute_pattern(state, text: str, layer: int):
@@ -273,8 +353,12 @@ def compute_pattern(state, text: str, layer: int):
         if pattern is None:
             layers = {other for other in pending.take(text) if 0 <= other < model.n_layers}
             layers.add(layer)  # an impossible layer of this request gets its own clear error
-            for other, computed in attention_patterns(model, text, layers,
-                                                      max_tokens=MAX_SHOWN_TOKENS).items():
+            # The hover's next tokens need the whole forward and an unembedding per position:
+            # only where the hover is drawn (unpooled patterns); longer texts stop early.
+            hover = len(model.encode(text)) <= MAX_PATTERN_CELLS
+            for other, computed in attention_patterns(
+                    model, text, layers, max_tokens=MAX_SHOWN_TOKENS,
+                    next_tokens=HOVER_NEXT_TOKENS if hover else 0).items():
                 cache.put((model.model_id, text, other), computed)
             pattern = cache.get(key)
         return pattern, model.model_id
@@ -286,9 +370,11 @@ def register(app, state) -> None:
         Input("head-show", "n_clicks"), Input("head-layer", "n_submit"),
         Input("head-head", "n_submit"),
         State("head-layer", "value"), State("head-head", "value"), State("head-prompt", "value"),
+        State("head-prompt-b", "value"),
         State("head-query", "data"), State("url", "search"), prevent_initial_call=True,
     )
-    def controls_to_url(clicks, submit_layer, submit_head, layer, head, prompt, query, search):
+    def controls_to_url(clicks, submit_layer, submit_head, layer, head, prompt, prompt2, query,
+                        search):
         if not (clicks or submit_layer or submit_head):  # inserted by the router, not used yet
             return no_update
         if not (prompt or "").strip():
@@ -296,6 +382,7 @@ def register(app, state) -> None:
         new = query_string(model_id=query.get("model_id"), layer=layer, head=head,
                            detector=query.get("detector"),
                            prompt=prompt if prompt != DEFAULT_PROMPT else None,
+                           prompt2=prompt2 if (prompt2 or "").strip() else None,
                            view=query.get("view"))
         return no_update if new == (search or "") else new
 
@@ -354,3 +441,11 @@ def register(app, state) -> None:
     )
     def pattern(query, _retry):
         return pattern_view(state, query or {})
+
+    @app.callback(
+        Output("head-pattern-b", "figure"), Output("head-pattern-b", "style"),
+        Output("head-pattern-b-message", "children"), Output("head-retry-b", "disabled"),
+        Input("head-query", "data"), Input("head-retry-b", "n_intervals"),
+    )
+    def pattern_b(query, _retry):
+        return pattern_b_view(state, query or {})

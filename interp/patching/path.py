@@ -258,8 +258,11 @@ def _to_receivers(model, prompts, receivers, prompt_index, row_layer, resid, fro
         return hooks
 
     step_progress = (lambda f, m: progress(0.5 * f, "step A: " + m)) if progress else None
+    # A sender may sit above some receivers (receivers span several layers): its rows must still
+    # start at or below the lowest receiver, whose input step A records.
     run_rows(model, prompts.tokens, prompt_index, record_hooks,
-             lambda logits, rows: torch.zeros(rows.shape[0]), start_layers=row_layer,
+             lambda logits, rows: torch.zeros(rows.shape[0]),
+             start_layers=row_layer.clamp(max=first_layer),
              resid_cache=resid, batch_size=batch_size, progress=step_progress)
 
     def patch_hooks(rows: torch.Tensor, chunk_width: int):

@@ -23,6 +23,37 @@ from kernels import AttentionEdit, SinkCalibration
 
 Progress = Callable[[float, str], None]
 
+# Sizes of a head search, checked the same way for `interp calibrate` and the dashboard's form:
+# the upper bounds keep one search within about an hour on 2 CPU cores.
+SEARCH_BOUNDS = {"shots": (0, 16), "n_calibration": (1, 512), "n_dev": (1, 512),
+                 "n_eval": (1, 2000), "screen": (0, 64)}
+SEARCH_DEFAULTS = {"shots": 0, "n_calibration": 32, "n_dev": 32, "n_eval": 200, "screen": 16}
+
+
+def check_search_sizes(spelling: Callable[[str], str] = str, **sizes) -> dict[str, int]:
+    """Form values (text, numbers or None = the default) -> checked ints, or InvalidInput naming
+    the field (as `spelling` writes it, e.g. as a CLI flag) and its bounds. Keys: those of
+    SEARCH_BOUNDS."""
+    unknown = set(sizes) - set(SEARCH_BOUNDS)
+    if unknown:
+        raise InvalidInput(f"unknown search sizes {sorted(unknown)}; use {sorted(SEARCH_BOUNDS)}")
+    checked = {}
+    for name, (lo, hi) in SEARCH_BOUNDS.items():
+        value = sizes.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            checked[name] = SEARCH_DEFAULTS[name]
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"{spelling(name)} must be a whole number in [{lo}, {hi}], "
+                               f"got {value!r}") from None
+        if not number.is_integer() or not lo <= number <= hi:
+            raise InvalidInput(f"{spelling(name)} must be a whole number in [{lo}, {hi}], "
+                               f"got {value!r}")
+        checked[name] = int(number)
+    return checked
+
 
 @dataclass
 class TaskFiles:

@@ -36,10 +36,10 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from interp.errors import InvalidInput
+    from interp.steering.act_eval import check_search_sizes
 
-    if args.n_calibration < 1 or args.n_dev < 1 or args.screen < 0:
-        raise InvalidInput("--n-calibration and --n-dev must be >= 1, --screen >= 0")
+    check_search_sizes(lambda name: "--" + name.replace("_", "-"), shots=args.shots,
+                       n_calibration=args.n_calibration, n_dev=args.n_dev, screen=args.screen)
     check_json_path(args.json)
     check_json_path(args.save)
     files = load_files(args, need_dev=True)

@@ -66,7 +66,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import json
 
-    from circuits.discover import check_method, discover_circuit
+    from circuits.discover import check_method, discover_to_store
 
     check_json_path(args.json)
     spec = check_method(args.method, args.task)  # a bad task file fails before the model loads
@@ -74,8 +74,7 @@ def run(args) -> int:
     model = load_from_args(args)
     path = args.method == "path"
     options = {"n_discover": args.n_prompts, "n_eval": args.n_eval_prompts or (64 if path else 32),
-               "seed": args.seed, "steps": args.steps, "circuit_percent": args.circuit_percent,
-               "store": store}
+               "seed": args.seed, "steps": args.steps, "circuit_percent": args.circuit_percent}
     if args.n_random is not None:
         options["n_random"] = args.n_random
     if path:
@@ -85,15 +84,8 @@ def run(args) -> int:
             "greedy_steps": args.greedy_steps, "criteria": not args.skip_criteria,
             "receivers": args.receivers, "trim": args.trim}
         options.pop("n_random", None)
-    params = {"task": spec.name, "method": args.method,
-              **{k: v for k, v in options.items() if k != "store"}}
-    with store.run("circuit", model.model_id, params) as record:
-        data, circuit, artifacts = discover_circuit(model, spec, args.method,
-                                                    progress=record.progress, **options)
-        for name, tensors in artifacts.items():
-            record.add_artifact(name, tensors)
-        record.set_result(circuit.to_json())
-    data = {"run_id": record.id, **data}
+    run_id, data, circuit = discover_to_store(model, store, spec, args.method, **options)
+    data = {"run_id": run_id, **data}
     if args.json == "-":
         print(json.dumps(data, indent=2))
         return 0
@@ -101,7 +93,7 @@ def run(args) -> int:
         write_json(args.json, data)
     print(circuit.summary())
     _print_evaluation(data, circuit.evaluation)
-    print(f"stored as run {record.id} in {store.path}" + (f"; JSON in {args.json}" if args.json else ""))
+    print(f"stored as run {run_id} in {store.path}" + (f"; JSON in {args.json}" if args.json else ""))
     return 0
 
 

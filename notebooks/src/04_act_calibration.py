@@ -12,13 +12,18 @@
 # 4. score baseline / ACT on all heads / ACT on the searched heads on test examples,
 # 5. save the `Calibration` and apply it again from its JSON.
 #
-# Sizes are tiny so it runs on a CPU in a few minutes; `benchmarks/calibration.py` runs the same
-# code at scale (figures in benchmarks/results/calibration.md).
+# **Sizes here are tiny** (6 calibration and 6 dev prompts, 3 screened heads, 24 test examples) so
+# that the notebook executes in under a minute on a CPU; at this size the accuracies below are
+# noise (read their intervals). The real figures come from `benchmarks/calibration.py`, which runs
+# the same code at scale: see `benchmarks/results/calibration.md` (SmolLM2 0-shot, 800 SST-2 test
+# examples: baseline 54.6%, ACT on the searched heads 69.1%, ACT on all heads 62.4%).
 
 # %%
 import tempfile
+import warnings
 from pathlib import Path
 
+warnings.filterwarnings("ignore", message="IProgress not found")   # no progress-bar noise
 import plotly.graph_objects as go
 import torch
 
@@ -36,11 +41,11 @@ _, test = load_task(SST2 / "stsa.binary.test", task=task)
 print(task.labels, len(train), len(dev), len(test))
 
 # %% [markdown]
-# ## The search (0-shot, 12 calibration and 12 dev prompts, 8 screened heads)
+# ## The search (0-shot, 6 calibration and 6 dev prompts, 3 screened heads)
 
 # %%
-calibration = search_heads(model, task, train, dev, shots=0, n_calibration=12, n_dev=12,
-                           screen=8, seed=0)
+calibration = search_heads(model, task, train, dev, shots=0, n_calibration=6, n_dev=6,
+                           screen=3, seed=0)
 print("heads", calibration.heads, f"dev {calibration.baseline_dev_accuracy:.3f} -> "
       f"{calibration.dev_accuracy:.3f}", f"{calibration.search_seconds:.0f} s")
 
@@ -60,7 +65,7 @@ figure.show()
 # ## Scored on SST-2 test examples (Wilson 95% intervals)
 
 # %%
-examples = sample(test, 48, 0)
+examples = sample(test, 24, 0)
 for name, edit in (("baseline", None), ("ACT all heads", all_heads_edit(model)),
                    ("ACT searched", calibration.edit(model))):
     result = evaluate(model, task, examples, train, shots=0, edit=edit)
@@ -75,4 +80,22 @@ path = Path(tempfile.mkdtemp()) / "cal.json"
 calibration.save(path)
 again = Calibration.load(path)
 assert again == calibration
-print(evaluate(model, task, examples[:8], train, shots=0, edit=again.edit(model)).accuracy)
+print(evaluate(model, task, examples[:4], train, shots=0, edit=again.edit(model)).accuracy)
+
+# %% [markdown]
+# ## What the calibration does to one prompt (the dashboard's steering playground)
+#
+# The sinks each calibrated head calibrates on one test prompt, and the label words' probabilities
+# with and without it (`interp.steering.playground`, what the Steering page shows).
+
+# %%
+from interp.steering.playground import inspect_edit, sink_rows
+from interp.tasks.icl import build_prompts
+
+edit = calibration.edit(model) or all_heads_edit(model)   # no head kept: show ACT on every head
+prompt = build_prompts(task, examples[:1], train, 0, 0)[0]
+view = inspect_edit(model, prompt, edit, targets=(" positive", " negative"))
+print(prompt)
+print("logit(positive) - logit(negative): without %.3f, with %.3f" % view.logit_diff())
+for row in sink_rows(view)[:10]:
+    print(row["head"], list(zip(row["positions"], row["tokens"])))

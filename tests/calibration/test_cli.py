@@ -46,6 +46,11 @@ def test_bad_arguments_are_refused_before_the_model_loads(files, capsys, monkeyp
           "--json", out], "--shots"),
         (["calibrate", "--eval", test, "--train", train, "--dev", test, "--json", out],
          "same file"),
+        # the dashboard form's bounds (interp.steering.act_eval.SEARCH_BOUNDS)
+        (["calibrate", "--eval", test, "--train", train, "--dev", train, "--n-dev", "100000"],
+         "--n-dev must be a whole number in [1, 512]"),
+        (["calibrate", "--eval", test, "--train", train, "--dev", train, "--screen", "99"],
+         "--screen must be"),
     ]
     for argv, message in cases:
         code = main([str(a) for a in argv])

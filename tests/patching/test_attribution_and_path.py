@@ -109,3 +109,14 @@ def test_bad_receivers(smollm2, prompts):
         path_attribution(smollm2, prompts, [Receiver(5, 0, "q")], senders=[(2, 40)])
     with pytest.raises(InvalidInput, match=r"head \(5, 12\) does not exist"):
         path_attribution(smollm2, prompts, [Receiver(5, 12, "q")])
+
+
+def test_a_sender_above_a_lower_receiver_leaves_that_receiver_clean(smollm2, prompts):
+    """Receivers in two layers and a sender between them (what discovery does on Gemma): the
+    lower receiver keeps its clean input, so the result equals the upper receiver's alone.
+    (Step A used to start the sender's rows above the lower receiver, whose hook never fired.)"""
+    senders = [(6, 1), (7, 4)]
+    both = path_patch(smollm2, prompts, [Receiver(3, 2, "q"), Receiver(12, 0, "q")], senders=senders)
+    upper = path_patch(smollm2, prompts, [Receiver(12, 0, "q")], senders=senders)
+    for layer, head in senders:
+        assert float(both.raw[layer, head]) == pytest.approx(float(upper.raw[layer, head]), abs=1e-4)
