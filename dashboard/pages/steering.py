@@ -59,7 +59,7 @@ def layout(state, query: dict) -> html.Div:
                                              clearable=False)], className="control"),
             html.Label(["heads (LAYER.HEAD, comma-separated)",
                         dcc.Input(id="steer-heads", type="text", value=query.get("heads", ""),
-                                  placeholder="e.g. 18.6, 17.3 (ACT: a stored calibration's heads)")],
+                                  placeholder="e.g. 18.6, 17.3 (PASTA: auto = the profiled heads)")],
                        className="control wide"),
             html.Label([html.Span(edit.strength, id="steer-strength-label"),
                         dcc.Input(id="steer-strength", type="number", value=edit.default,
@@ -173,6 +173,25 @@ def _edit_args(request: dict) -> dict:
     return {k: request[k] for k in ("kind", "prompt", "heads", "strength", "phrases")}
 
 
+def resolve_auto_heads(state, request: dict) -> dict:
+    """heads "auto" with PASTA -> the newest stored PASTA profile's heads for the loaded
+    weights (`interp pasta MODEL` makes one), as `interp steer --heads auto` does."""
+    from interp.edit_kinds import is_auto_heads
+
+    if not is_auto_heads(request["heads"]):
+        return request
+    if request["kind"] != "pasta":
+        raise InvalidInput("heads 'auto' are the profiled PASTA heads: choose the PASTA edit, "
+                           "or name the heads as LAYER.HEAD")
+    loaded = state.models.model
+    if loaded is None:
+        raise ModelNotReady("no model is loaded yet: load one on the Model page")
+    from interp.steering.pasta_profile import PastaProfile
+
+    profile = PastaProfile.from_store(state.store, loaded.model_id)
+    return {**request, "heads": ", ".join(f"{layer}.{head}" for layer, head in profile.heads)}
+
+
 def generate_pair(state, request: dict) -> dict:
     """Everything one Generate shows, computed under the model lock: {"message", "plain",
     "edited", "edit_json", "view", "sweep", "generations", "heads"}."""
@@ -180,6 +199,7 @@ def generate_pair(state, request: dict) -> dict:
     from interp.steering import build_edit, compare
     from interp.steering.playground import edited_heads, inspect_edit, sweep_strength, target_ids
 
+    request = resolve_auto_heads(state, request)
     check_edit(**_edit_args(request))  # before waiting for the model
     with state.models.use(timeout=5.0, purpose="steering generation") as model:
         edit = build_edit(model, **_edit_args(request), chat=request["chat"])
@@ -206,6 +226,7 @@ def head_view(state, request: dict, head: str):
     from interp.steering import build_edit
     from interp.steering.playground import inspect_edit
 
+    request = resolve_auto_heads(state, request)
     with state.models.use(timeout=5.0, purpose="steering pattern") as model:
         edit = build_edit(model, **_edit_args(request), chat=request["chat"])
         return inspect_edit(model, request["prompt"], edit, head=parse_heads(head)[0],

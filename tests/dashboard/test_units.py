@@ -301,3 +301,21 @@ def test_loading_a_model_the_store_has_no_scan_of_starts_the_standard_scans(smol
     # A store that holds a scan of the model (even a cancelled one): nothing starts.
     again = create_app(model=smollm2, store_path=tmp_store.path)
     assert active_job(again.interp_state, smollm2.model_id) is None
+
+
+def test_steering_heads_auto_resolve_to_the_stored_pasta_profile(tmp_store):
+    """The Steering page's heads "auto" are what `interp steer --heads auto` steers: the newest
+    PASTA profile of the loaded weights; other edits and missing profiles are refused."""
+    from dashboard.pages.steering import resolve_auto_heads
+    from interp.steering.pasta_profile import PastaProfile
+
+    state = types.SimpleNamespace(store=tmp_store, models=types.SimpleNamespace(
+        model=types.SimpleNamespace(model_id="smollm2-135m@abc")))
+    request = {"kind": "pasta", "heads": "auto", "prompt": "p", "strength": 0.01, "phrases": "p"}
+    with pytest.raises(InvalidInput, match="interp pasta smollm2-135m"):
+        resolve_auto_heads(state, request)
+    PastaProfile("smollm2-135m@abc", [(20, 1), (21, 3)]).save_to_store(tmp_store)
+    assert resolve_auto_heads(state, request)["heads"] == "20.1, 21.3"
+    with pytest.raises(InvalidInput, match="choose the PASTA edit"):
+        resolve_auto_heads(state, {**request, "kind": "scale"})
+    assert resolve_auto_heads(state, {**request, "heads": "3.1"})["heads"] == "3.1"
