@@ -31,15 +31,14 @@ are the ones calibrated at evaluation). Here:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 
 from interp.errors import InvalidInput
+from interp.steering.head_set import SavedHeadSet
 from interp.names import check_heads
 from interp.tasks.icl import (Example, ICLTask, build_prompts, check_labels, label_token_ids,
                               margins, sample, tokenize_prompts)
@@ -51,7 +50,7 @@ Progress = Callable[[float, str], None]
 
 
 @dataclass
-class Calibration:
+class Calibration(SavedHeadSet):
     """A searched ACT calibration: apply it to any prompt or task of the same model.
 
     heads: the calibrated heads [(layer, head), ...] (may be empty: no head helped).
@@ -60,6 +59,10 @@ class Calibration:
     head_gains: [[layer, head, accuracy gain, margin gain(, first-order estimate)], ...] of
         every head tried alone on the calibration set, best first.
     """
+
+    KIND = "act_calibration"
+    WHAT = "an ACT calibration"
+    MADE_BY = "interp calibrate --save CAL.json"
 
     model_id: str
     heads: list[tuple[int, int]]
@@ -84,41 +87,6 @@ class Calibration:
             return None
         return AttentionEdit((SinkCalibration(heads=tuple(map(tuple, self.heads)), beta=self.beta,
                                               tau=self.tau, exclude_first=True),))
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["heads"] = [list(h) for h in self.heads]
-        return {"kind": "act_calibration", **data}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "Calibration":
-        if data.get("kind") != "act_calibration" or "heads" not in data or "model_id" not in data:
-            raise InvalidInput("not an ACT calibration (no kind 'act_calibration' with model_id "
-                               "and heads): give a file written by `interp calibrate --save`")
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        fields["heads"] = [tuple(h) for h in data["heads"]]
-        return cls(**fields)
-
-    def save(self, path: str | Path) -> None:
-        """Write the JSON atomically (no half-written file on failure)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Calibration":
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidInput(f"{path} does not exist: give a calibration JSON written by "
-                               "`interp calibrate --save CAL.json`")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{path} is not JSON ({exc.msg}): give a calibration JSON "
-                               "written by `interp calibrate --save`") from None
-        return cls.from_json(data)
 
     def save_to_store(self, store) -> str:
         """Record it as a complete `calibration` run of the results store; returns the run id."""

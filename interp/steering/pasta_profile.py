@@ -34,15 +34,14 @@ Cancellation: run inside `interp.forward.stop_when(...)`; every forward polls it
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 
 from interp.errors import InvalidInput
+from interp.steering.head_set import SavedHeadSet
 from interp.tasks.pasta_tasks import (PastaItem, PastaTask, answer_token_ids, distinguishable,
                                       load_pasta_task, margins, split)
 from interp.tokens import TokenBatch
@@ -55,7 +54,7 @@ _EVERY_KEY = ((0, 1 << 30),)      # a highlight covering every key: PASTA is the
 
 
 @dataclass
-class PastaProfile:
+class PastaProfile(SavedHeadSet):
     """A profiled PASTA head set: steer these heads of this model when highlighting a phrase.
 
     heads: the chosen heads [(layer, head), ...] (may be empty: no head helped every task).
@@ -65,6 +64,10 @@ class PastaProfile:
     k: the per-task top-k whose intersection gave `heads`. layers_profiled: the layers whose
     heads were profiled one by one (the layer screen's pick, or every candidate layer).
     """
+
+    KIND = KIND
+    WHAT = "a PASTA profile"
+    MADE_BY = "interp pasta MODEL --json PROFILE.json"
 
     model_id: str
     heads: list[tuple[int, int]]
@@ -79,39 +82,6 @@ class PastaProfile:
     layer_gains: dict = field(default_factory=dict)
     baseline: dict = field(default_factory=dict)
     seconds: float | None = None
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["heads"] = [list(h) for h in self.heads]
-        return {"kind": KIND, **data}
-
-    @classmethod
-    def from_json(cls, data: dict) -> "PastaProfile":
-        if data.get("kind") != KIND or "heads" not in data or "model_id" not in data:
-            raise InvalidInput(f"not a PASTA profile (no kind {KIND!r} with model_id and heads): "
-                               "give a file written by `interp pasta MODEL --json PROFILE.json`")
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
-        fields["heads"] = [tuple(h) for h in data["heads"]]
-        return cls(**fields)
-
-    def save(self, path: str | Path) -> None:
-        """Write the JSON atomically (no half-written file on failure)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=2))
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "PastaProfile":
-        path = Path(path)
-        if not path.is_file():
-            raise InvalidInput(f"{path} does not exist: give a profile JSON written by "
-                               "`interp pasta MODEL --json PROFILE.json`")
-        try:
-            return cls.from_json(json.loads(path.read_text()))
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(f"{path} is not JSON ({exc.msg})") from None
 
     def save_to_store(self, store) -> str:
         """Record it as a complete `pasta_profile` run of the results store; returns its id."""
