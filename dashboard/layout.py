@@ -85,3 +85,20 @@ def verify_text(verify: dict) -> str:
         return text
     return ", ".join(f"{k} = {number(v)}" for k, v in verify.items()
                      if isinstance(v, (int, float, str)) or v is None)
+
+
+def register_cancel_buttons(app, state, button_type: str, message_id: str, says: str,
+                            notice_id: str | None = None) -> None:
+    """The callback behind a job table's Cancel buttons ({"type": button_type, "id": job id}):
+    cancel that job of `state.jobs` and say so in `message_id` ("...; " + `says`)."""
+    from dash import ALL, Input, Output, ctx, no_update
+
+    @app.callback(Output(message_id, "children", allow_duplicate=True),
+                  Input({"type": button_type, "id": ALL}, "n_clicks"), prevent_initial_call=True)
+    def on_cancel(clicks):
+        trigger = ctx.triggered_id
+        # The buttons are re-created every poll; only a real click carries n_clicks.
+        if not trigger or not any(c for c in clicks or []) or not ctx.triggered[0]["value"]:
+            return no_update
+        state.jobs.cancel(trigger["id"])
+        return notice(f"cancel requested for {trigger['id']}; {says}", id=notice_id)

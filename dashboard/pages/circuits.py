@@ -25,7 +25,7 @@ from interp.errors import InterpError
 from interp.plots import effect_heatmap
 
 from dashboard import data
-from dashboard.layout import error_box, notice, query_string
+from dashboard.layout import error_box, notice, query_string, register_cancel_buttons
 from dashboard.pages.scans import elapsed_text
 
 PATH = "/circuits"
@@ -581,14 +581,8 @@ def _register_pages(app, state) -> None:
     def poll(_n, _message):
         return patch_jobs(state)
 
-    @app.callback(Output("patch-message", "children", allow_duplicate=True),
-                  Input({"type": "patch-cancel", "id": ALL}, "n_clicks"), prevent_initial_call=True)
-    def on_cancel(clicks):
-        trigger = ctx.triggered_id
-        if not trigger or not ctx.triggered[0]["value"]:  # buttons re-created by the poll
-            return no_update
-        state.jobs.cancel(trigger["id"])
-        return notice(f"cancel requested for {trigger['id']}")
+    register_cancel_buttons(app, state, "patch-cancel", "patch-message",
+                            "the job stops within a layer")
 
     @app.callback(Output("patch-body", "children"), Input("circuits-query", "data"))
     def patch(query):
@@ -655,15 +649,8 @@ def _register_circuits(app, state) -> None:
     def poll(_n, _message):
         return job_rows(state, "circuit")
 
-    @app.callback(Output("circuit-message", "children", allow_duplicate=True),
-                  Input({"type": "circuit-cancel", "id": ALL}, "n_clicks"), prevent_initial_call=True)
-    def on_cancel(clicks):
-        trigger = ctx.triggered_id
-        if not trigger or not ctx.triggered[0]["value"]:  # buttons re-created by the poll
-            return no_update
-        state.jobs.cancel(trigger["id"])
-        return notice(f"cancel requested for {trigger['id']}; the job stops within a layer",
-                      id="circuit-cancelled")
+    register_cancel_buttons(app, state, "circuit-cancel", "circuit-message",
+                            "the job stops within a layer", notice_id="circuit-cancelled")
 
     @app.callback(Output("circuit-threshold", "min"), Output("circuit-threshold", "max"),
                   Output("circuit-threshold", "step"), Output("circuit-threshold", "marks"),

@@ -15,7 +15,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from interp.errors import InterpError
 
 from dashboard import detectors
-from dashboard.layout import error_box, notice, query_string
+from dashboard.layout import error_box, notice, query_string, register_cancel_buttons
 
 PATH = "/scans"
 TITLE = "Scans"
@@ -294,16 +294,6 @@ def register(app, state) -> None:
             return error_box(str(exc), id="scan-error")
         return notice(f"deleted run {trigger['id']}", id="scan-deleted")
 
-    @app.callback(
-        Output("scan-message", "children", allow_duplicate=True),
-        Input({"type": "scan-cancel", "id": ALL}, "n_clicks"),
-        prevent_initial_call=True,
-    )
-    def on_cancel(clicks):
-        trigger = ctx.triggered_id
-        # The buttons are re-created every poll; only a real click carries n_clicks.
-        if not trigger or not any(c for c in clicks or []) or not ctx.triggered[0]["value"]:
-            return no_update
-        state.jobs.cancel(trigger["id"])
-        return notice(f"cancel requested for {trigger['id']}; the job stops within a second "
-                      "or two (its forward checks before every layer)", id="scan-cancelled")
+    register_cancel_buttons(app, state, "scan-cancel", "scan-message",
+                            "the job stops within a second or two (its forward checks before "
+                            "every layer)", notice_id="scan-cancelled")

@@ -31,7 +31,7 @@ from dash import ALL, Input, Output, State, ctx, dcc, html, no_update
 from interp.edit_kinds import EDIT_KINDS, check_edit
 from interp.errors import InterpError, InvalidInput
 
-from dashboard.layout import error_box, notice
+from dashboard.layout import error_box, notice, register_cancel_buttons
 from dashboard.pages.scans import _progress_bar, _time, elapsed_text
 from dashboard.state import ModelBusy, ModelNotReady
 
@@ -530,16 +530,8 @@ def register(app, state) -> None:
     def poll(_n, _message):
         return calibration_runs(state)
 
-    @app.callback(Output("cal-message", "children", allow_duplicate=True),
-                  Input({"type": "cal-cancel", "id": ALL}, "n_clicks"), prevent_initial_call=True)
-    def on_cancel(clicks):
-        trigger = ctx.triggered_id
-        # The buttons are re-created every poll; only a real click carries n_clicks.
-        if not trigger or not any(c for c in clicks or []) or not ctx.triggered[0]["value"]:
-            return no_update
-        state.jobs.cancel(trigger["id"])
-        return notice(f"cancel requested for {trigger['id']}; the search stops within a "
-                      "second or two", id="cal-cancelled")
+    register_cancel_buttons(app, state, "cal-cancel", "cal-message",
+                            "the search stops within a second or two", notice_id="cal-cancelled")
 
     @app.callback(Output("steer-edit", "value", allow_duplicate=True),
                   Output("steer-heads", "value", allow_duplicate=True),
