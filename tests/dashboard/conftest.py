@@ -136,3 +136,22 @@ def screenshot():
         return path
 
     return save
+
+
+@pytest.fixture(autouse=True)
+def no_job_left_running(request):
+    """After a test on the live dashboard, cancel any job it left running, so that one failure
+    cannot hold the shared model and time out every later browser test."""
+    yield
+    if "dashboard" not in request.fixturenames:
+        return
+    import time
+
+    jobs = request.getfixturevalue("dashboard")[1].interp_state.jobs
+    left = jobs.active()
+    for job in left:
+        jobs.cancel(job.id)
+    deadline = time.monotonic() + 60
+    while jobs.active() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not left, f"the test left jobs running (cancelled now): {[job.label for job in left]}"

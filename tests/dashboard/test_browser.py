@@ -215,11 +215,14 @@ def running_progress(browser) -> float:
     raise AssertionError("the running scan's progress bar kept changing under the test")
 
 
-def click(browser, css: str) -> None:
-    """Click `css`, looking it up again if a re-render replaced it in between."""
+def click(browser, css: str, text: str | None = None) -> None:
+    """Click `css` (containing `text`, if given) in the middle of the window (the sticky top bar
+    covers the top), looking it up again if a re-render replaced it in between."""
     for _ in range(20):
         try:
-            wait_for(browser, css).click()
+            element = wait_for(browser, css, text)
+            browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
+            element.click()
             return
         except StaleElementReferenceException:
             continue

@@ -13,7 +13,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.dashboard.test_browser import choose, retype, wait_for, wait_url
+from tests.dashboard.test_browser import choose, click, retype, wait_for, wait_url
 
 N_EDGES = 3000
 
@@ -189,7 +189,8 @@ def test_discovery_from_the_page_bad_file_then_a_run_then_a_cancel(dashboard, br
     choose(browser, "#circuit-method", "eap-ig")
     retype(wait_for(browser, "#circuit-n-discover"), "16")
     browser.find_element(By.ID, "circuit-launch").click()
-    wait_for(browser, "#circuit-jobs button", "Cancel", timeout=60).click()
+    wait_for(browser, "#circuit-jobs button", "Cancel", timeout=60)
+    click(browser, "#circuit-jobs button", "Cancel")
     wait_for(browser, "#circuit-jobs .cancelled", "eap-ig", timeout=60)
 
 

@@ -10,18 +10,11 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.dashboard.test_browser import choose, retype, wait_for
+from tests.dashboard.test_browser import choose, click, retype, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 PROMPT_HEADS = "3.1, 3.5"
-
-
-def click(browser, css: str) -> None:
-    """Scroll `css` to the middle of the window (the sticky top bar covers the top), click."""
-    element = wait_for(browser, css)
-    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
-    element.click()
 
 
 def test_playground_views_for_an_act_edit(dashboard, browser, screenshot, tmp_path):
