@@ -71,7 +71,7 @@ def main() -> None:
         model = load_model(model_name, device="cpu")
         for task in args.tasks.split(","):
             random_result = None
-            path_heads = None
+            path_heads = eap_ig_heads = None
             for method in args.methods.split(","):
                 if method == "path" and task != "ioi":
                     continue
@@ -91,6 +91,8 @@ def main() -> None:
                     path_heads = sorted((h["layer"], h["head"]) for h in result["heads"])
                     row["path_heads"] = [f"{l}.{h}" for l, h in path_heads]
                     row["faithfulness_heads"] = result.get("faithfulness")
+                if method == "eap-ig":
+                    eap_ig_heads = sorted((h["layer"], h["head"]) for h in result["heads"])
                 if task == "ioi" and method != "path":
                     reference = recorded_path_circuit(model_name)
                     if reference:
@@ -104,6 +106,14 @@ def main() -> None:
                     if row.get("task") == task and row.get("model") == model_name and "_head_scores" in row \
                             and row["method"] != "path":
                         row["roc_auc_path_here"] = rank_against(row["_head_scores"], path_heads)["roc_auc"]
+            if eap_ig_heads and task != "ioi":  # issue 14: greater-than has no path circuit
+                for row in runs:
+                    if row.get("task") == task and row.get("model") == model_name and "_head_scores" in row \
+                            and row["method"] != "eap-ig":
+                        ranked = rank_against(row["_head_scores"], eap_ig_heads)
+                        row["roc_auc_eap_ig_heads"] = ranked["roc_auc"]
+                        row["ap_eap_ig_heads"] = ranked["average_precision"]
+                        row["eap_ig_heads"] = [f"{l}.{h}" for l, h in eap_ig_heads]
             # random edge circuits of each size, once per task (the same evaluation prompts)
             if args.n_random < 1:
                 continue
@@ -145,11 +155,15 @@ def write_markdown(path: Path, meta: dict, runs: list[dict]) -> None:
              "CPR": fmt(r.get("cpr")), "CMD": fmt(r.get("cmd")),
              "ROC-AUC vs path (recorded)": fmt(r.get("roc_auc_recorded_path")),
              "ROC-AUC vs path (this run)": fmt(r.get("roc_auc_path_here")),
+             "ROC-AUC / AP vs EAP-IG heads": (f"{r['roc_auc_eap_ig_heads']:.3f} / "
+                                              f"{r['ap_eap_ig_heads']:.3f}"
+                                              if r.get("roc_auc_eap_ig_heads") is not None else ""),
              "n_discover": r.get("n_discover", ""), "n_eval": r.get("n_eval", ""),
              "discovery s": fmt(r.get("discovery_seconds"), 0), "total s": fmt(r.get("seconds"), 0),
              "error": r.get("error", "")} for r in runs]
     columns = ["model", "task", "method", "CPR", "CMD", "ROC-AUC vs path (recorded)",
-               "ROC-AUC vs path (this run)", "n_discover", "n_eval", "discovery s", "total s"]
+               "ROC-AUC vs path (this run)", "ROC-AUC / AP vs EAP-IG heads", "n_discover", "n_eval",
+               "discovery s", "total s"]
     if any(r["error"] for r in rows):
         columns.append("error")
     curves = [{"model": r.get("model"), "task": r.get("task"), "method": r.get("method"),
@@ -169,6 +183,13 @@ def write_markdown(path: Path, meta: dict, runs: list[dict]) -> None:
     for r in runs:
         if r.get("path_heads"):
             text.append(f"Path-patching circuit found here ({r['model']}): {', '.join(r['path_heads'])}")
+        if r.get("eap_ig_heads") and r.get("method") == "sae-heads":
+            text.append(f"EAP-IG circuit heads, the reference for sae-heads on {r['task']} "
+                        f"({r['model']}): {', '.join(r['eap_ig_heads'])}")
+    # Observations written by hand live beside the generated tables and survive a rerun.
+    notes = path.with_name(path.stem + "_notes.md")
+    if notes.exists():
+        text += ["", notes.read_text().rstrip("\n")]
     path.write_text("\n".join(text) + "\n")
 
 
