@@ -16,7 +16,7 @@ always measured on evaluation prompts disjoint from the discovery prompts (`circ
 | path         | IOI heads with roles (Wang et al.)      | edges, ranked by node (below)  | ioi   |
 | eap          | edge scores (Syed et al.)              | edges (MIB)                     | any   |
 | eap-ig       | edge scores (Hanna et al.)             | edges (MIB)                     | any   |
-| sae-heads    | head codes (O'Neill & Bui)             | heads (`circuits.sae.discover`) | ioi   |
+| sae-heads    | head codes (O'Neill & Bui)             | heads (`circuits.sae.discover`) | any   |
 | sae-features | SAE feature circuit (Marks et al.)     | features                        | ioi   |
 
 "The circuit" reported in nodes/edges/heads of an edge method is its top `circuit_percent`% of
@@ -179,7 +179,8 @@ def _path(model, spec, options: dict, say: Progress) -> tuple:
 def _sae_heads(model, spec, options: dict, say: Progress) -> tuple:
     from circuits.sae.discover import sae_heads
 
-    out = sae_heads(model, "ioi", n_prompts=options.get("n_discover", 100),
+    out = sae_heads(model, "ioi" if spec.name == "ioi" else spec,
+                    n_prompts=options.get("n_discover", 100),
                     n_eval=options.get("n_eval", 64), store=options.get("store"),
                     seed=options.get("seed", 0), progress=say)
     return out, result_circuit(out), {}
@@ -205,7 +206,7 @@ METHODS: dict[str, Method] = {
     "eap": Method("eap", _edge_method("eap"), "edge attribution patching (Syed et al.)"),
     "eap-ig": Method("eap-ig", _edge_method("eap-ig"),
                      "edge attribution patching with integrated gradients (Hanna et al.)"),
-    "sae-heads": Method("sae-heads", _sae_heads, "SAE head codes (O'Neill & Bui), IOI", ("ioi",)),
+    "sae-heads": Method("sae-heads", _sae_heads, "SAE head codes (O'Neill & Bui)", None),
     "sae-features": Method("sae-features", _sae_features,
                            "sparse feature circuits (Marks et al.) with stored SAEs, IOI", ("ioi",)),
 }

@@ -153,8 +153,12 @@ def sae_heads(
 ) -> dict:
     """Head codes (O'Neill & Bui; `circuits.sae.head_codes`) -> the issue-13 JSON (module doc).
 
+    task:          "ioi", another task of `circuits.tasks` (a name such as "greater-than", a
+                   .jsonl path, a TaskSpec: discovery and evaluation prompts come from its
+                   disjoint `task_split`), or a PromptSet (then faithfulness=False).
     negatives:     IOI only: "s1" (the paper's), "s2" or "abc"; other tasks use their
-                   corrupted prompts.
+                   corrupted prompts (greater-than: the "01" start year, where the model
+                   cannot know the answer).
     circuit_share: the share of heads, by node score, listed as the circuit's "heads".
     reference:     IOI only: "path" (the path-patching circuit, from `store` or discovered),
                    a list of heads, or None (no roc_auc).
@@ -164,7 +168,15 @@ def sae_heads(
     if faithfulness and isinstance(task, PromptSet):
         raise InvalidInput("with a PromptSet task, pass faithfulness=False or use a named task "
                            "(evaluation prompts must be drawn apart from discovery)")
-    prompts, task_name = task_prompts(model, task, n_prompts, seed)
+    eval_prompts = None
+    if isinstance(task, PromptSet) or task == "ioi":
+        prompts, task_name = task_prompts(model, task, n_prompts, seed)
+    else:  # greater-than, a task file: the edge-attribution work's disjoint split
+        from circuits.tasks import task_split
+
+        discover_task, eval_task = task_split(model, task, n_discover=n_prompts, n_eval=n_eval,
+                                              seed=seed)
+        prompts, eval_prompts, task_name = discover_task.prompts, eval_task.prompts, discover_task.name
     negative_tokens = (ioi_negatives(model, prompts, negatives, seed) if task_name == "ioi"
                        else prompts.corrupted)
     if negative_tokens is None:
@@ -195,7 +207,8 @@ def sae_heads(
     }
     if faithfulness:
         say(0.6, "faithfulness on evaluation prompts")
-        eval_prompts, _ = task_prompts(model, task, n_eval, seed + 1000)
+        if eval_prompts is None:
+            eval_prompts, _ = task_prompts(model, task, n_eval, seed + 1000)
         out.update(head_faithfulness_curve(model, eval_prompts, scores, seed=seed))
         out["n_eval"] = len(eval_prompts)
     if task_name == "ioi" and reference is not None:

@@ -75,3 +75,18 @@ def test_sae_heads_json(smollm2):
     assert torch.tensor([h["score"] for h in out["heads"]]).min() >= \
         max(h["score"] for h in out["head_scores"] if (h["layer"], h["head"]) not in
             {(c["layer"], c["head"]) for c in out["heads"]})
+
+
+def test_sae_heads_on_greater_than_uses_its_corruption_and_a_disjoint_evaluation(smollm2):
+    """Any task of circuits.tasks: positives are the clean prompts the model gets right, the
+    negatives their corrupted ("01") counterparts; evaluation prompts come from the task's
+    disjoint split, and the curve reaches the model at 100% of heads."""
+    from circuits.discover import check_method
+
+    out = sae_heads(smollm2, check_method("sae-heads", "greater-than"), n_prompts=8,
+                    n_sae_examples=8, n_eval=6, steps=50, seed=2)
+    assert out["task"] == "greater-than" and out["params"]["negatives"] == "corrupted"
+    assert out["n_discover"] == 2 * out["params"]["n_positive"] and out["n_eval"] == 6
+    assert "roc_auc" not in out  # the path-patching reference is IOI's
+    assert out["faithfulness_curve"][-1]["faithfulness"] == pytest.approx(1.0, abs=1e-3)
+    assert out["faithfulness_curve"][0]["faithfulness"] < 0.5  # one head of 270 is not the model
