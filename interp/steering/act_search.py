@@ -39,6 +39,7 @@ import torch
 
 from interp.errors import InvalidInput
 from interp.steering.head_set import SavedHeadSet
+from interp.steering.resume import residual_recorders, run_from_layer
 from interp.names import check_heads
 from interp.tasks.icl import (Example, ICLTask, build_prompts, check_labels, label_token_ids,
                               margins, sample, tokenize_prompts)
@@ -139,12 +140,6 @@ def _baseline(model, tokens: list[list[int]], label_ids, tau: float, batch_size:
         rows = list(range(start, min(n, start + batch_size)))
         batch = TokenBatch.from_lists([tokens[i] for i in rows], model.pad_token_id).to(model.device)
 
-        def keep(layer):
-            def hook(activation, hook=None):
-                for j, i in enumerate(rows):
-                    resid[layer][i] = activation[j, : len(tokens[i])].detach().cpu().clone()
-            return hook
-
         def on_stats(layer, stats):
             received = stats["received"].float()                            # [b, H, N]
             seen = queries_seeing(batch.seq_len, batch.seq_len, True,
@@ -152,8 +147,7 @@ def _baseline(model, tokens: list[list[int]], label_ids, tau: float, batch_size:
             sinks = sink_rule(received, seen[:, None], tau, exclude_first=True)
             has_sink[rows, layer] = sinks.any(-1).cpu()
 
-        hooks = [(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in range(1, L)] \
-            if keep_resid else []
+        hooks = residual_recorders(resid, rows, tokens, L) if keep_resid else []
         with torch.no_grad():
             out = run(model, batch, output="final_logprobs", hooks=hooks,
                       stats=AttentionStatsRequest(received=True), on_stats=on_stats)
@@ -166,17 +160,7 @@ def _baseline(model, tokens: list[list[int]], label_ids, tau: float, batch_size:
 def _from_layer(model, tokens, resid, rows: list[int], layer: int, edit, label_ids):
     """Label log-probs [len(rows), labels] of prompts `rows` run with `edit` from `layer` on
     (the layers below are unedited: their output is the stored residual)."""
-    from interp.forward import run
-
-    batch = TokenBatch.from_lists([tokens[i] for i in rows], model.pad_token_id)
-    options = {}
-    if layer > 0:
-        start = torch.zeros(len(rows), batch.seq_len, model.d_model, dtype=model.dtype)
-        for j, i in enumerate(rows):
-            start[j, : len(tokens[i])] = resid[layer][i]
-        options = {"start_layer": layer, "start_residual": start.to(model.device)}
-    with torch.no_grad():
-        out = run(model, batch.to(model.device), output="final_logprobs", edit=edit, **options)
+    out = run_from_layer(model, tokens, resid, rows, layer, edit)
     return out[:, torch.tensor(label_ids, device=out.device)].float().cpu()
 
 

@@ -42,6 +42,7 @@ import torch
 
 from interp.errors import InvalidInput
 from interp.steering.head_set import SavedHeadSet
+from interp.steering.resume import residual_recorders, run_from_layer
 from interp.tasks.pasta_tasks import (PastaItem, PastaTask, answer_token_ids, distinguishable,
                                       load_pasta_task, margins, split)
 from interp.tokens import TokenBatch
@@ -156,13 +157,7 @@ def _baseline(model, data: _Prepared, batch_size: int) -> None:
         rows = list(range(start, min(n, start + batch_size)))
         batch = TokenBatch.from_lists([data.tokens[i] for i in rows], model.pad_token_id)
 
-        def keep(layer):
-            def hook(activation, hook=None):
-                for j, i in enumerate(rows):
-                    resid[layer][i] = activation[j, : len(data.tokens[i])].detach().cpu().clone()
-            return hook
-
-        hooks = [(f"blocks.{layer}.hook_resid_pre", keep(layer)) for layer in range(1, L)]
+        hooks = residual_recorders(resid, rows, data.tokens, L)
         with torch.no_grad():
             out = run(model, batch.to(model.device), output="final_logprobs", hooks=hooks)
         base[rows] = margins(out, data.target_ids[rows], data.foil_ids[rows])
@@ -173,23 +168,11 @@ def steered_margins(model, data: _Prepared, layer: int, row_items: Sequence[int]
                     row_heads: Sequence[tuple[int, ...]], alpha: float) -> torch.Tensor:
     """[rows] margins with PASTA on `row_heads[r]` (heads of `layer`) of item `row_items[r]`,
     run from `layer` on the stored residual (layers below are unsteered, hence unchanged)."""
-    from interp.forward import run
-
-    tokens = [data.tokens[i] for i in row_items]
-    batch = TokenBatch.from_lists(tokens, model.pad_token_id)
     heads = sorted({h for hs in row_heads for h in hs})
     parts = tuple(pasta(((layer, h),), tuple(data.spans[i] if h in hs else _EVERY_KEY
                                              for i, hs in zip(row_items, row_heads)), alpha)
                   for h in heads)
-    options = {}
-    if layer > 0:
-        start = torch.zeros(len(tokens), batch.seq_len, model.d_model, dtype=model.dtype)
-        for j, i in enumerate(row_items):
-            start[j, : len(data.tokens[i])] = data.resid[layer][i]
-        options = {"start_layer": layer, "start_residual": start.to(model.device)}
-    with torch.no_grad():
-        out = run(model, batch.to(model.device), output="final_logprobs",
-                  edit=AttentionEdit(parts), **options)
+    out = run_from_layer(model, data.tokens, data.resid, row_items, layer, AttentionEdit(parts))
     return margins(out, data.target_ids[list(row_items)], data.foil_ids[list(row_items)])
 
 
