@@ -93,6 +93,20 @@ def check_edit(kind: str, prompt: str, heads=None, strength: float | None = None
                            "comma-separated, e.g. 20.1,21.3")
     if heads and shape is not None:
         heads = list(check_heads(shape, heads))
+    strength = check_strength(kind, strength)
+    phrases = [phrases] if isinstance(phrases, str) else list(phrases or ())
+    phrases = [p for p in phrases if p and p.strip()]
+    if spec.needs_phrases:
+        if not phrases:
+            raise InvalidInput("PASTA needs a phrase to highlight, copied from the prompt")
+        for phrase in phrases:
+            check_phrase(prompt, phrase)
+    return heads, strength, phrases
+
+
+def check_strength(kind: str, strength: float | None) -> float:
+    """The edit's one number (scale, PASTA alpha, ACT beta) checked for `kind` -> float."""
+    spec = EDIT_KINDS[kind]
     if strength is None:
         raise InvalidInput(f"type a number for the {spec.strength} (usually {spec.default})")
     strength = float(strength)
@@ -106,14 +120,7 @@ def check_edit(kind: str, prompt: str, heads=None, strength: float | None = None
     if not lo <= strength <= hi:
         raise InvalidInput(f"the {spec.strength} must lie in [{lo:g}, {hi:g}], got {strength:g} "
                            f"(usually {spec.default})")
-    phrases = [phrases] if isinstance(phrases, str) else list(phrases or ())
-    phrases = [p for p in phrases if p and p.strip()]
-    if spec.needs_phrases:
-        if not phrases:
-            raise InvalidInput("PASTA needs a phrase to highlight, copied from the prompt")
-        for phrase in phrases:
-            check_phrase(prompt, phrase)
-    return heads, strength, phrases
+    return strength
 
 
 def check_phrase(text: str, phrase: str) -> None:

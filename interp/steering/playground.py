@@ -37,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from interp.edit_kinds import EDIT_KINDS, check_strength
 from interp.errors import InvalidInput
 from interp.forward import run
 from interp.models import Model
@@ -235,7 +236,6 @@ class Sweep:
     current: float
 
 
-STRENGTH_NAMES = {"scale": "scale", "pasta": "alpha", "act": "beta"}
 DEFAULT_VALUES = {
     "scale": [0.0, 0.25, 0.5, 1.0, 1.5, 2.0],
     "pasta": [0.001, 0.01, 0.05, 0.2, 0.5, 1.0],      # 1.0: no steering
@@ -250,12 +250,14 @@ def sweep_values(edit: AttentionEdit, values=None) -> list[float]:
     values = sorted({round(float(v), 6) for v in values})
     if not values or len(values) > MAX_SWEEP_VALUES:
         raise InvalidInput(f"sweep 1 to {MAX_SWEEP_VALUES} values, got {len(values)}")
-    bad = [v for v in values if not math.isfinite(v)
-           or (kind == "act" and not 0 <= v <= 1) or (kind == "pasta" and not v > 0)
-           or (kind == "scale" and abs(v) > 100)]
+    bad, reason = [], ""
+    for value in values:  # the bounds a single edit of this kind has (`check_strength`)
+        try:
+            check_strength(kind, value)
+        except InvalidInput as exc:
+            bad, reason = bad + [value], str(exc)
     if bad:
-        raise InvalidInput(f"{STRENGTH_NAMES[kind]} values {bad} are out of range (ACT beta in "
-                           "[0, 1], PASTA alpha > 0, scale in [-100, 100])")
+        raise InvalidInput(f"{EDIT_KINDS[kind].strength} values {bad} are out of range: {reason}")
     return values
 
 
@@ -316,13 +318,11 @@ def sweep_strength(model: Model, prompt: str, edit: AttentionEdit, values=None, 
         metric = logprobs[:, top].exp()
         name = f"p({model.tokenizer.decode([top])!r}), the unedited top token"
     kind = edit_kind(edit)
-    return Sweep(STRENGTH_NAMES[kind], values, name, metric[1:].tolist(), float(metric[0]),
+    return Sweep(EDIT_KINDS[kind].strength, values, name, metric[1:].tolist(), float(metric[0]),
                  edit_strength(edit))
 
 
 # ---- calibration searches from a front end ------------------------------------------------------
-# Bounds of a search launched from a form: large enough for real use (the benchmark's sizes),
-# small enough that a typo cannot queue a job of days. `interp calibrate` accepts any size.
 def load_search_files(train, dev, eval, fmt: str | None = None, shots: int = 0,
                       n_eval: int | None = None, seed: int = 0):
     """The files of a search, loaded and checked before any model is used (`TaskFiles.load`:
