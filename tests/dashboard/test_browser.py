@@ -67,18 +67,25 @@ def choose(driver, css: str, label: str) -> None:
     wait_for(driver, f"{popup} [role=option]", label).click()
 
 
-def click_heatmap_cell(driver, graph_id: str, layer: int, head: int) -> None:
-    """Move the real mouse over the cell's centre and click, as a person would."""
-    x, y = driver.execute_script("""
+def click_plot_point(driver, graph_id: str, x: float, y: float) -> None:
+    """Scroll the Plotly graph `graph_id` into view, move the real mouse to its data coordinates
+    (x, y) and click, as a person would."""
+    px, py = driver.execute_script("""
         const gd = document.querySelector(arguments[0] + ' .js-plotly-plot');
+        gd.scrollIntoView({block: 'center'});
         const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
         const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
-        return [box.left + xa.l2p(arguments[2]), box.top + ya.l2p(arguments[1])];
-    """, f"#{graph_id}", layer, head)
+        return [box.left + xa.l2p(arguments[1]), box.top + ya.l2p(arguments[2])];
+    """, f"#{graph_id}", x, y)
     actions = ActionChains(driver)
-    actions.w3c_actions.pointer_action.move_to_location(int(x), int(y))
+    actions.w3c_actions.pointer_action.move_to_location(int(px), int(py))
     actions.w3c_actions.pointer_action.click()
     actions.perform()
+
+
+def click_heatmap_cell(driver, graph_id: str, layer: int, head: int) -> None:
+    """Click the cell of (layer, head): x is the head, y the layer."""
+    click_plot_point(driver, graph_id, head, layer)
 
 
 def test_heads_page_draws_the_heatmap_and_its_top_heads(dashboard, browser, screenshot):

@@ -9,11 +9,10 @@ import json
 
 import pytest
 import torch
-from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from tests.dashboard.test_browser import choose, click, retype, wait_for, wait_url
+from tests.dashboard.test_browser import choose, click, click_plot_point, retype, wait_for, wait_url
 
 N_EDGES = 3000
 
@@ -73,21 +72,6 @@ def _subtitle(browser) -> str:
     return wait_for(browser, "#circuit-graph .gtitle").text
 
 
-def _click_node(driver, x: float, y: float) -> None:
-    """Move the real mouse onto the node at data coordinates (x, y) of #circuit-graph and click."""
-    px, py = driver.execute_script("""
-        const gd = document.querySelector('#circuit-graph .js-plotly-plot');
-        gd.scrollIntoView({block: 'center'});
-        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-        const box = gd.querySelector('.nsewdrag').getBoundingClientRect();
-        return [box.left + xa.l2p(arguments[0]), box.top + ya.l2p(arguments[1])];
-    """, x, y)
-    actions = ActionChains(driver)
-    actions.w3c_actions.pointer_action.move_to_location(int(px), int(py))
-    actions.w3c_actions.pointer_action.click()
-    actions.perform()
-
-
 @pytest.mark.browser
 @pytest.mark.slow
 def test_edge_graph_threshold_slider_and_faithfulness_curve(dashboard, browser, screenshot,
@@ -133,7 +117,7 @@ def test_feature_circuit_node_shows_its_top_contexts(dashboard, browser, screens
         for (const t of gd.data) { if (!t.customdata) continue;
             const i = t.customdata.indexOf(arguments[0]); if (i >= 0) return [t.x[i], t.y[i]]; }
     """, "blocks.3.hook_resid_pre/f12")
-    _click_node(browser, x, y)
+    click_plot_point(browser, "circuit-graph", x, y)
     contexts = wait_for(browser, "#circuit-node-contexts", "the war lasted from")
     assert "12" in contexts.text and "2.50" in contexts.text
     assert "fires on 2.00%" in wait_for(browser, "#circuit-node").text

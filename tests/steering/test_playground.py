@@ -26,14 +26,6 @@ TARGETS = (" Mary", " John")
 TAU = 0.1
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def pasta_view(smollm2):
     edit = build_edit(smollm2, "pasta", PROMPT, "3.1, 7.4", 0.01, "Mary and John")
